@@ -1,0 +1,594 @@
+//! Configuration: the command line (clap, every flag with an env twin), an optional TOML file
+//! with the same keys, and the defaults of each mode, merged once into a plain [`Config`].
+//!
+//! Precedence: flag > env var > file > mode default. Validation names the key, the bad value
+//! and what is accepted; `main` turns a [`ConfigError`] into exit code 2. Nothing else in the
+//! program reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::ingest::auth::{AccessToken, TokenPolicy};
+use crate::pipeline::BatchLimits;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cubesat",
+    version,
+    about = "A Lightstep Satellite-compatible trace ingest proxy",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run; without one, developer mode.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Developer-mode flags, when no subcommand is given.
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Developer-mode satellite for a laptop (the default): no token needed.
+    Dev(Flags),
+    /// Forwarding satellite: sidecar-local or pool member.
+    Serve(Flags),
+    /// Write a development CA and a server certificate signed by it (PEM).
+    Certs(CertsArgs),
+}
+
+/// Arguments of `cubesat certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write cacert.pem, server.pem and server-key.pem into.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// DNS names and IP addresses the server certificate is valid for.
+    #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
+    pub hosts: Vec<String>,
+}
+
+/// The two satellite modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `cubesat` / `cubesat dev`.
+    Dev,
+    /// `cubesat serve`.
+    Serve,
+}
+
+/// Protocol of upstream requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// Each report leaves in the protocol it arrived in.
+    #[default]
+    Auto,
+    /// Lightstep collector `Report`.
+    Lightstep,
+    /// OTLP `TraceService/Export`.
+    Otlp,
+}
+
+/// Satellite flags (both modes). Every one also has an env var and a config-file key.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Flags {
+    /// Plain ingest address (gRPC h2c and HTTP/1.1).
+    #[arg(long, env = "CUBESAT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// TLS ingest address.
+    #[arg(long, env = "CUBESAT_TLS_LISTEN", value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM server certificate chain; TLS ingest is on only with --tls-key too.
+    #[arg(long, env = "CUBESAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CUBESAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Admin address: /_ready, /_live, /metrics, /diagnostics.
+    #[arg(long, env = "CUBESAT_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Where spans go: https://host:port (TLS) or http://host:port (h2c).
+    #[arg(long, env = "CUBESAT_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Extra PEM CA bundle to trust for the upstream, besides the system roots.
+    #[arg(long, env = "CUBESAT_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Protocol of upstream requests.
+    #[arg(long, env = "CUBESAT_UPSTREAM_PROTOCOL", value_name = "P")]
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// Project access token for reports that do not carry a real one.
+    #[arg(
+        long,
+        env = "LIGHTSTEP_ACCESS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub access_token: Option<AccessToken>,
+    /// Send every report with --access-token, even one that carries its own token.
+    #[arg(long, env = "CUBESAT_FORCE_ACCESS_TOKEN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub force_access_token: Option<bool>,
+    /// TOML file with these same keys (kebab-case).
+    #[arg(long, env = "CUBESAT_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax, e.g. `info,cubesat=debug`).
+    #[arg(long, env = "RUST_LOG", value_name = "L")]
+    pub log_level: Option<String>,
+    /// Byte budget for everything between ingest and upstream [default: 256MiB].
+    #[arg(long, env = "CUBESAT_BUFFER_BYTES", value_name = "SIZE")]
+    pub buffer_bytes: Option<ByteSize>,
+    /// Flush a batch at this many spans [default: 4096].
+    #[arg(long, env = "CUBESAT_BATCH_SPANS", value_name = "N")]
+    pub batch_spans: Option<u32>,
+    /// Flush a batch before it passes this size [default: 2MiB].
+    #[arg(long, env = "CUBESAT_BATCH_BYTES", value_name = "SIZE")]
+    pub batch_bytes: Option<ByteSize>,
+    /// Flush a batch this long after its first span [default: 500ms].
+    #[arg(long, env = "CUBESAT_BATCH_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Option<Duration>,
+    /// Batcher tasks (reports are spread by token and reporter) [default: 1].
+    #[arg(long, env = "CUBESAT_BATCH_WORKERS", value_name = "N")]
+    pub batch_workers: Option<usize>,
+    /// Largest report accepted on any route [default: 16MiB].
+    #[arg(long, env = "CUBESAT_MAX_MESSAGE_BYTES", value_name = "SIZE")]
+    pub max_message_bytes: Option<ByteSize>,
+    /// Open ingest connections allowed per listener [default: 10000].
+    #[arg(long, env = "CUBESAT_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Upstream requests in flight at once [default: 8].
+    #[arg(long, env = "CUBESAT_UPSTREAM_CONCURRENCY", value_name = "N")]
+    pub upstream_concurrency: Option<usize>,
+    /// Deadline of one upstream request [default: 10s].
+    #[arg(long, env = "CUBESAT_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Option<Duration>,
+    /// Stop retrying a batch after this long, then drop it (counted) [default: 5m].
+    #[arg(long, env = "CUBESAT_RETRY_MAX_ELAPSED", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retry_max_elapsed: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long to flush buffered spans before exiting [default: 10s].
+    #[arg(long, env = "CUBESAT_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 10s, 5m)"))
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (the TOML error names the key and line).
+        message: String,
+    },
+    /// One key has a value cubesat cannot use.
+    #[error("invalid value {value:?} for `{key}`: {expected}")]
+    Invalid {
+        /// The key, as a flag name without dashes (also the config-file key).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+}
+
+fn invalid(
+    key: &'static str,
+    value: impl std::fmt::Display,
+    expected: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// The TLS ingest listener.
+#[derive(Clone)]
+pub struct TlsListen {
+    /// Address.
+    pub addr: SocketAddr,
+    /// The loaded certificate and key.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListen")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to forward.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The endpoint.
+    pub url: http::Uri,
+    /// Extra CA bundle (PEM bytes).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// Deadline of one request.
+    pub request_timeout: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Retry budget per batch.
+    pub retry_max_elapsed: Duration,
+}
+
+/// The whole resolved configuration: plain data, built once, handed down.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which mode runs.
+    pub mode: Mode,
+    /// Plain ingest address.
+    pub listen: SocketAddr,
+    /// TLS ingest, when a certificate and key were given.
+    pub tls: Option<TlsListen>,
+    /// Admin (and, in dev mode, web UI) address.
+    pub admin_listen: SocketAddr,
+    /// Forwarding; `None` in dev mode without `--upstream`.
+    pub upstream: Option<UpstreamConfig>,
+    /// Token resolution.
+    pub tokens: TokenPolicy,
+    /// Buffer byte budget.
+    pub buffer_bytes: usize,
+    /// Batch limits.
+    pub batch: BatchLimits,
+    /// Batcher tasks.
+    pub batch_workers: usize,
+    /// Largest accepted report.
+    pub max_message_bytes: usize,
+    /// Connections per listener.
+    pub max_connections: usize,
+    /// Shutdown flush window.
+    pub drain_timeout: Duration,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// The default upstream of `cubesat serve`.
+pub const DEFAULT_UPSTREAM: &str = "https://ingest.lightstep.com:443";
+
+impl Config {
+    /// Merges `flags` (already holding env values) over the config file over `mode`'s defaults,
+    /// and validates the result.
+    pub fn load(mode: Mode, flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => Flags::default(),
+        };
+        Self::merge(mode, flags, file)
+    }
+
+    fn merge(mode: Mode, flags: Flags, file: Flags) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($field:ident) => {
+                flags.$field.clone().or(file.$field.clone())
+            };
+        }
+        let (listen, admin_listen, tls_listen) = match mode {
+            Mode::Dev => ("127.0.0.1:8360", "127.0.0.1:8361", "127.0.0.1:9393"),
+            Mode::Serve => ("0.0.0.0:8383", "0.0.0.0:8180", "0.0.0.0:9393"),
+        };
+        let addr = |s: &str| {
+            s.parse::<SocketAddr>()
+                .expect("default addresses are valid")
+        };
+
+        let tls = match (pick!(tls_cert), pick!(tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsListen {
+                addr: pick!(tls_listen).unwrap_or_else(|| addr(tls_listen)),
+                server: crate::tls::server_config(&cert, &key)
+                    .map_err(|e| invalid("tls-cert", cert.display(), e.to_string()))?,
+            }),
+            (Some(cert), None) => {
+                return Err(invalid(
+                    "tls-key",
+                    "",
+                    format!(
+                        "--tls-cert {} needs --tls-key (the PEM private key)",
+                        cert.display()
+                    ),
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(invalid(
+                    "tls-cert",
+                    "",
+                    format!(
+                        "--tls-key {} needs --tls-cert (the PEM certificate chain)",
+                        key.display()
+                    ),
+                ));
+            }
+            (None, None) => {
+                if let Some(tls_listen) = pick!(tls_listen) {
+                    return Err(invalid(
+                        "tls-listen",
+                        tls_listen,
+                        "TLS ingest needs --tls-cert and --tls-key",
+                    ));
+                }
+                None
+            }
+        };
+
+        let upstream_url = match (mode, pick!(upstream)) {
+            (_, Some(url)) => Some(url),
+            (Mode::Serve, None) => Some(DEFAULT_UPSTREAM.to_owned()),
+            (Mode::Dev, None) => None,
+        };
+        let upstream = match upstream_url {
+            None => None,
+            Some(url) => Some(UpstreamConfig {
+                url: parse_upstream(&url)?,
+                ca_pem: match pick!(upstream_ca) {
+                    Some(path) => Some(read_ca(&path)?),
+                    None => None,
+                },
+                protocol: match pick!(upstream_protocol).unwrap_or_default() {
+                    UpstreamProtocol::Otlp => {
+                        return Err(invalid(
+                            "upstream-protocol",
+                            "otlp",
+                            "this build forwards `auto` or `lightstep`; OTLP upstreams arrive with OTLP ingest",
+                        ));
+                    }
+                    other => other,
+                },
+                request_timeout: positive(
+                    "upstream-timeout",
+                    pick!(upstream_timeout),
+                    Duration::from_secs(10),
+                )?,
+                concurrency: at_least_one("upstream-concurrency", pick!(upstream_concurrency), 8)?,
+                retry_max_elapsed: pick!(retry_max_elapsed).unwrap_or(Duration::from_secs(300)),
+            }),
+        };
+
+        let buffer_bytes = pick!(buffer_bytes).map_or(256 << 20, |b| b.as_u64() as usize);
+        let batch_bytes = pick!(batch_bytes).map_or(2 << 20, |b| b.as_u64() as usize);
+        let max_message_bytes = pick!(max_message_bytes).map_or(16 << 20, |b| b.as_u64() as usize);
+        if batch_bytes < 1024 {
+            return Err(invalid(
+                "batch-bytes",
+                ByteSize(batch_bytes as u64),
+                "at least 1KiB",
+            ));
+        }
+        if buffer_bytes < max_message_bytes.max(batch_bytes) {
+            return Err(invalid(
+                "buffer-bytes",
+                ByteSize(buffer_bytes as u64),
+                format!(
+                    "at least max-message-bytes and batch-bytes ({})",
+                    ByteSize(max_message_bytes.max(batch_bytes) as u64)
+                ),
+            ));
+        }
+        let batch = BatchLimits {
+            max_spans: at_least_one("batch-spans", pick!(batch_spans).map(|n| n as usize), 4096)?
+                as u32,
+            max_bytes: batch_bytes,
+            max_age: positive(
+                "batch-timeout",
+                pick!(batch_timeout),
+                Duration::from_millis(500),
+            )?,
+        };
+
+        Ok(Config {
+            mode,
+            listen: pick!(listen).unwrap_or_else(|| addr(listen)),
+            tls,
+            admin_listen: pick!(admin_listen).unwrap_or_else(|| addr(admin_listen)),
+            upstream,
+            tokens: TokenPolicy {
+                configured: pick!(access_token).unwrap_or_default(),
+                force: pick!(force_access_token).unwrap_or(false),
+            },
+            buffer_bytes,
+            batch,
+            batch_workers: at_least_one("batch-workers", pick!(batch_workers), 1)?,
+            max_message_bytes,
+            max_connections: at_least_one("max-connections", pick!(max_connections), 10_000)?,
+            drain_timeout: pick!(drain_timeout).unwrap_or(Duration::from_secs(10)),
+            log_level: pick!(log_level).unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Flags, ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| file_error(e.to_string()))
+}
+
+fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        invalid(
+            "upstream-ca",
+            path.display(),
+            format!("a readable PEM file ({e})"),
+        )
+    })?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            "upstream-ca",
+            path.display(),
+            "a PEM file with at least one CERTIFICATE block",
+        ));
+    }
+    Ok(pem)
+}
+
+fn parse_upstream(url: &str) -> Result<http::Uri, ConfigError> {
+    const EXPECTED: &str = "https://host:port (TLS) or http://host:port (plaintext h2c)";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| invalid("upstream", url, EXPECTED))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        _ => Err(invalid("upstream", url, EXPECTED)),
+    }
+}
+
+fn positive(
+    key: &'static str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(d) if d.is_zero() => Err(invalid(
+            key,
+            "0s",
+            "a duration above zero, e.g. 500ms or 10s",
+        )),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+fn at_least_one(
+    key: &'static str,
+    value: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, 0, "a whole number of at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let cli =
+            Cli::try_parse_from(std::iter::once("cubesat").chain(args.iter().copied())).unwrap();
+        match cli.command {
+            Some(Command::Serve(f)) | Some(Command::Dev(f)) => f,
+            _ => cli.flags,
+        }
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let c = Config::merge(Mode::Serve, Flags::default(), Flags::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8383");
+        assert_eq!(c.admin_listen.to_string(), "0.0.0.0:8180");
+        assert!(c.tls.is_none());
+        let up = c.upstream.unwrap();
+        assert_eq!(up.url.to_string(), "https://ingest.lightstep.com:443/");
+        assert_eq!(up.url.port_u16(), Some(443));
+        assert_eq!(c.buffer_bytes, 256 << 20);
+        assert_eq!(c.max_message_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn dev_defaults_have_no_upstream() {
+        let c = Config::merge(Mode::Dev, Flags::default(), Flags::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8360");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8361");
+        assert!(c.upstream.is_none());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file: Flags = toml::from_str(
+            "listen = \"127.0.0.1:1\"\nadmin-listen = \"127.0.0.1:2\"\nbatch-timeout = \"50ms\"\nbuffer-bytes = \"64 MiB\"",
+        )
+        .unwrap();
+        let c = Config::merge(
+            Mode::Serve,
+            flags(&["serve", "--listen", "127.0.0.1:9"]),
+            file,
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:2");
+        assert_eq!(c.batch.max_age, Duration::from_millis(50));
+        assert_eq!(c.buffer_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let err = toml::from_str::<Flags>("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["serve", "--upstream", "ftp://x:1"], "`upstream`"),
+            (&["serve", "--tls-cert", "/nope.pem"], "`tls-key`"),
+            (&["serve", "--tls-listen", "127.0.0.1:1"], "`tls-listen`"),
+            (&["serve", "--batch-spans", "0"], "`batch-spans`"),
+            (&["serve", "--buffer-bytes", "1MiB"], "`buffer-bytes`"),
+            (
+                &["serve", "--upstream-protocol", "otlp"],
+                "`upstream-protocol`",
+            ),
+            (&["serve", "--upstream-ca", "/nope.pem"], "`upstream-ca`"),
+        ];
+        for (args, key) in cases {
+            let err = Config::merge(Mode::Serve, flags(args), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn clap_rejects_bad_syntax_with_the_flag_name() {
+        let err = Cli::try_parse_from(["cubesat", "serve", "--listen", "nope"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn bare_flags_mean_dev_mode() {
+        let cli = Cli::try_parse_from(["cubesat", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.flags.listen.unwrap().to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = Config::merge(
+            Mode::Serve,
+            flags(&["serve", "--access-token", "s3cr3t"]),
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The upstream client: one HTTP/2 connection pool (`https://` over rustls, `http://` as h2c),
+//! a raw-bytes codec that writes a batch as the batcher laid it out, bounded concurrency, and
+//! retry with exponential backoff and jitter.
+//!
+//! The access token leaves in `lightstep-access-token` metadata and (already written by the
+//! batcher) in `auth.access_token`; it is never logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::{Buf, BufMut};
+use http::uri::PathAndQuery;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+use super::error::{ErrorSource, ForwardError};
+use crate::pipeline::{Batch, BatchSink, Protocol};
+use crate::proto::collector::ReportResponse;
+use crate::telemetry::{self, DropReason};
+
+/// gRPC path of the Lightstep collector's `Report`.
+pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
+/// Metadata key of the access token.
+pub const TOKEN_HEADER: &str = "lightstep-access-token";
+
+/// How to reach the upstream, from configuration.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `https://host:port` (TLS) or `http://host:port` (h2c).
+    pub url: http::Uri,
+    /// Extra PEM CA bundle to trust besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Deadline of one upstream request (sent as `grpc-timeout`).
+    pub request_timeout: Duration,
+    /// Deadline to establish a connection.
+    pub connect_timeout: Duration,
+    /// Upstream requests in flight at once.
+    pub concurrency: usize,
+    /// Give up retrying a batch after this long.
+    pub retry_max_elapsed: Duration,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The URL is not usable as an endpoint.
+    #[error("upstream URL {url}: {source}")]
+    Endpoint {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
+/// Whether the upstream is reachable: the upstream's half of readiness.
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    up: AtomicBool,
+    gauge: metrics::Gauge,
+}
+
+impl UpstreamHealth {
+    fn new() -> Self {
+        let gauge = metrics::gauge!(telemetry::UPSTREAM_UP);
+        gauge.set(0.0);
+        Self {
+            up: AtomicBool::new(false),
+            gauge,
+        }
+    }
+
+    /// True after a successful connect or request, until a connection-level failure.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn mark(&self, up: bool) {
+        if self.up.swap(up, Ordering::AcqRel) != up {
+            self.gauge.set(if up { 1.0 } else { 0.0 });
+            if up {
+                info!("upstream reachable");
+            } else {
+                warn!("upstream unreachable; buffering and retrying");
+            }
+        }
+    }
+}
+
+/// The upstream exporter: a [`BatchSink`] that sends each batch with retries.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    channel: Channel,
+    settings: UpstreamSettings,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+    health: Arc<UpstreamHealth>,
+    abort: CancellationToken,
+}
+
+impl Upstream {
+    /// Builds the client (connecting lazily). Sends run on `tasks`; `abort` ends them at once.
+    pub fn new(
+        settings: UpstreamSettings,
+        tasks: TaskTracker,
+        abort: CancellationToken,
+    ) -> Result<Self, UpstreamError> {
+        let url = settings.url.to_string();
+        let endpoint_error = |source| UpstreamError::Endpoint {
+            url: url.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from(settings.url.clone())
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if settings.url.scheme_str() == Some("https") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(pem) = &settings.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(endpoint_error)?;
+        }
+        let channel = endpoint.connect_lazy();
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                endpoint,
+                channel,
+                slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+                settings,
+                tasks,
+                health: Arc::new(UpstreamHealth::new()),
+                abort,
+            }),
+        })
+    }
+
+    /// The upstream's reachability, for readiness.
+    pub fn health(&self) -> Arc<UpstreamHealth> {
+        self.inner.health.clone()
+    }
+
+    /// Probes the upstream every `every` while it is marked down, until `stop`.
+    pub async fn watch_health(self, every: Duration, stop: CancellationToken) {
+        loop {
+            if !self.inner.health.is_up() {
+                match self.inner.endpoint.connect().await {
+                    Ok(_) => self.inner.health.mark(true),
+                    Err(error) => debug!(%error, "upstream probe failed"),
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    async fn deliver(self, batch: Batch, _slot: OwnedSemaphorePermit) {
+        let spans = u64::from(batch.spans);
+        let batch = Arc::new(batch);
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .with_total_delay(Some(self.inner.settings.retry_max_elapsed));
+        let attempt = || self.attempt(batch.clone());
+        let retried = attempt
+            .retry(backoff)
+            .when(ForwardError::retry_allowed)
+            .notify(|error, wait| {
+                debug!(code = error.code_label(), message = %error.message, ?wait, "retrying upstream batch")
+            });
+        let result = tokio::select! {
+            result = retried => result,
+            _ = self.inner.abort.cancelled() => {
+                telemetry::count_dropped(DropReason::Shutdown, spans);
+                return;
+            }
+        };
+        match result {
+            Ok(response) => {
+                metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans);
+                if !response.errors.is_empty() {
+                    warn!(errors = ?response.errors, spans, "upstream accepted a batch with errors");
+                }
+            }
+            Err(error) if error.retry_allowed() => {
+                warn!(code = error.code_label(), message = %error.message, spans, "upstream batch dropped: retries exhausted");
+                telemetry::count_dropped(DropReason::RetryExhausted, spans);
+            }
+            Err(error) => {
+                warn!(code = error.code_label(), message = %error.message, spans, "upstream refused batch; dropped");
+                telemetry::count_dropped(DropReason::UpstreamRejected, spans);
+            }
+        }
+    }
+
+    async fn attempt(&self, batch: Arc<Batch>) -> Result<ReportResponse, ForwardError> {
+        let started = Instant::now();
+        let result = self.call(batch).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.retry_allowed() => "retry",
+            Err(_) => "rejected",
+        };
+        metrics::histogram!(telemetry::UPSTREAM_REQUEST_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(telemetry::UPSTREAM_REQUESTS, "outcome" => outcome).increment(1);
+        match &result {
+            Ok(_) => self.inner.health.mark(true),
+            Err(error) => {
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "code" => error.code_label())
+                    .increment(1);
+                if error.origin == ErrorSource::Connection || error.code == Code::Unavailable {
+                    self.inner.health.mark(false);
+                }
+            }
+        }
+        result
+    }
+
+    async fn call(&self, batch: Arc<Batch>) -> Result<ReportResponse, ForwardError> {
+        let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone());
+        grpc.ready().await.map_err(|error| ForwardError {
+            code: Code::Unavailable,
+            message: error.to_string(),
+            origin: ErrorSource::Connection,
+        })?;
+        let token = AsciiMetadataValue::try_from(&batch.key.token[..]).ok();
+        let path = match batch.key.protocol {
+            Protocol::Lightstep => PathAndQuery::from_static(REPORT_PATH),
+        };
+        let mut request = tonic::Request::new(batch);
+        request.set_timeout(self.inner.settings.request_timeout);
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            request.metadata_mut().insert(TOKEN_HEADER, token);
+        }
+        grpc.unary(request, path, BatchCodec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ForwardError::from_status(&status))
+    }
+}
+
+impl BatchSink for Upstream {
+    async fn submit(&self, batch: Batch) {
+        // Waiting for a slot here is the backpressure that keeps the buffer (not the number of
+        // in-flight requests) as the place where data waits.
+        let slot = tokio::select! {
+            slot = self.inner.slots.clone().acquire_owned() => slot,
+            _ = self.inner.abort.cancelled() => {
+                telemetry::count_dropped(DropReason::Shutdown, u64::from(batch.spans));
+                return;
+            }
+        };
+        let Ok(slot) = slot else {
+            return;
+        };
+        self.inner.tasks.spawn(self.clone().deliver(batch, slot));
+    }
+}
+
+/// Writes a batch's bytes as they are; reads the collector's `ReportResponse`.
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchCodec;
+
+impl Codec for BatchCodec {
+    type Encode = Arc<Batch>;
+    type Decode = ReportResponse;
+    type Encoder = BatchCodec;
+    type Decoder = BatchCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BatchCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BatchCodec
+    }
+}
+
+impl Encoder for BatchCodec {
+    type Item = Arc<Batch>;
+    type Error = Status;
+
+    fn encode(&mut self, batch: Arc<Batch>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(batch.encoded_len());
+        dst.put_slice(&batch.header);
+        for run in &batch.runs {
+            dst.put_slice(run);
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for BatchCodec {
+    type Item = ReportResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ReportResponse>, Status> {
+        let len = src.remaining();
+        ReportResponse::decode(src.copy_to_bytes(len))
+            .map(Some)
+            .map_err(|e| Status::internal(format!("upstream sent a bad ReportResponse: {e}")))
+    }
+}

@@ -1,0 +1,361 @@
+//! Batchers: each owns one shard of the ring and keeps one open batch per [`BatchKey`]
+//! (token, reporter, clock offset, protocol), so batches never mix tokens or reporters.
+//!
+//! A batch is flushed to the [`BatchSink`] when it reaches `max_spans` or `max_bytes`, or when
+//! it has been open for `max_age`. Flushing writes the header once and hands the span runs on
+//! untouched: no decode, no re-encode, no copy of a span.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, BatchKey, Charge, Protocol, Report};
+use crate::wire::report::{report_header_len, write_report_header};
+
+/// When a batch is full enough, or old enough, to send.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Flush at this many spans.
+    pub max_spans: u32,
+    /// Flush before the encoded request would pass this many bytes.
+    pub max_bytes: usize,
+    /// Flush a batch this long after its first span arrived.
+    pub max_age: Duration,
+}
+
+/// Where full batches go: the upstream exporter, or a test double.
+pub trait BatchSink: Send + Sync + 'static {
+    /// Takes a batch. May wait (for a free upstream slot): that wait is the backpressure.
+    fn submit(&self, batch: Batch) -> impl Future<Output = ()> + Send;
+}
+
+struct OpenBatch {
+    runs: Vec<Bytes>,
+    spans: u32,
+    bytes: usize,
+    opened: Instant,
+    charge: Charge,
+}
+
+/// One batcher task's state: the open batches of one ring shard.
+pub struct Batcher<S> {
+    limits: BatchLimits,
+    open: HashMap<BatchKey, OpenBatch>,
+    sink: S,
+}
+
+impl<S: BatchSink> Batcher<S> {
+    /// A batcher with no open batches.
+    pub fn new(limits: BatchLimits, sink: S) -> Self {
+        Self {
+            limits,
+            open: HashMap::new(),
+            sink,
+        }
+    }
+
+    /// Reads `rx` until `drain` is cancelled and the shard is empty, then flushes everything.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Report>, drain: CancellationToken) {
+        let tick = (self.limits.max_age / 4).max(Duration::from_millis(5));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut draining = false;
+        loop {
+            // Biased, so a steady stream of reports cannot starve the age-based flush.
+            tokio::select! {
+                biased;
+                _ = drain.cancelled(), if !draining => {
+                    // Refuse new reports; the ones already queued are still taken below.
+                    draining = true;
+                    rx.close();
+                }
+                _ = ticker.tick() => self.flush_older_than(self.limits.max_age).await,
+                report = rx.recv() => match report {
+                    Some(report) => self.add(report).await,
+                    None => break,
+                },
+            }
+        }
+        self.flush_older_than(Duration::ZERO).await;
+    }
+
+    /// Adds one report's spans, flushing its batch when a limit is reached.
+    pub async fn add(&mut self, report: Report) {
+        let Report { key, spans, charge } = report;
+        if spans.count == 0 {
+            return;
+        }
+        if let Some(open) = self.open.get(&key)
+            && open.bytes + spans.bytes > self.limits.max_bytes
+        {
+            // The new spans would push the request past the byte limit: send what we have.
+            self.flush(&key).await;
+        }
+        let full = match self.open.get_mut(&key) {
+            Some(open) => {
+                open.runs.extend(spans.runs);
+                open.spans += spans.count;
+                open.bytes += spans.bytes;
+                open.charge.absorb(charge);
+                open.spans >= self.limits.max_spans || open.bytes >= self.limits.max_bytes
+            }
+            None => {
+                let full =
+                    spans.count >= self.limits.max_spans || spans.bytes >= self.limits.max_bytes;
+                let open = OpenBatch {
+                    bytes: spans.bytes,
+                    spans: spans.count,
+                    runs: spans.runs,
+                    opened: Instant::now(),
+                    charge,
+                };
+                self.open.insert(key.clone(), open);
+                full
+            }
+        };
+        if full {
+            self.flush(&key).await;
+        }
+    }
+
+    /// Flushes every batch opened at least `age` ago.
+    pub async fn flush_older_than(&mut self, age: Duration) {
+        let now = Instant::now();
+        let due: Vec<BatchKey> = self
+            .open
+            .iter()
+            .filter(|(_, open)| now.duration_since(open.opened) >= age)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.flush(&key).await;
+        }
+    }
+
+    /// Number of batches open now.
+    pub fn open_batches(&self) -> usize {
+        self.open.len()
+    }
+
+    async fn flush(&mut self, key: &BatchKey) {
+        let Some((key, open)) = self.open.remove_entry(key) else {
+            return;
+        };
+        let header = match key.protocol {
+            Protocol::Lightstep => {
+                let mut header = Vec::with_capacity(report_header_len(
+                    &key.reporter,
+                    &key.token,
+                    key.timestamp_offset_micros,
+                ));
+                write_report_header(
+                    &mut header,
+                    &key.reporter,
+                    &key.token,
+                    key.timestamp_offset_micros,
+                );
+                Bytes::from(header)
+            }
+        };
+        let batch = Batch {
+            key,
+            header,
+            runs: open.runs,
+            spans: open.spans,
+            charge: open.charge,
+        };
+        self.sink.submit(batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use prost::Message;
+
+    use super::*;
+    use crate::pipeline::{Ring, RingConfig};
+    use crate::proto::collector as pb;
+    use crate::wire::report::scan_report;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Batch>>>);
+
+    impl BatchSink for Capture {
+        async fn submit(&self, batch: Batch) {
+            self.0.lock().unwrap().push(batch);
+        }
+    }
+
+    fn limits(max_spans: u32, max_bytes: usize) -> BatchLimits {
+        BatchLimits {
+            max_spans,
+            max_bytes,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    fn request(token: &str, reporter_id: u64, span_ids: std::ops::Range<u64>) -> Bytes {
+        pb::ReportRequest {
+            reporter: Some(pb::Reporter {
+                reporter_id,
+                tags: vec![],
+            }),
+            auth: Some(pb::Auth {
+                access_token: token.into(),
+            }),
+            spans: span_ids
+                .map(|id| pb::Span {
+                    span_context: Some(pb::SpanContext {
+                        trace_id: 1,
+                        span_id: id,
+                        baggage: Default::default(),
+                    }),
+                    operation_name: format!("op{id}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn report(ring: &Ring, buf: Bytes) -> Report {
+        let scan = scan_report(&buf, usize::MAX).unwrap();
+        Report {
+            key: BatchKey {
+                protocol: Protocol::Lightstep,
+                token: scan.access_token.unwrap_or_default(),
+                reporter: scan.reporter,
+                timestamp_offset_micros: scan.timestamp_offset_micros,
+            },
+            charge: ring.reserve(buf.len(), scan.spans.count as u64).unwrap(),
+            spans: scan.spans,
+        }
+    }
+
+    fn decode(batch: &Batch) -> pb::ReportRequest {
+        let mut bytes = batch.header.to_vec();
+        for run in &batch.runs {
+            bytes.extend_from_slice(run);
+        }
+        assert_eq!(bytes.len(), batch.encoded_len());
+        pb::ReportRequest::decode(bytes.as_slice()).unwrap()
+    }
+
+    fn ring() -> Ring {
+        Ring::new(RingConfig {
+            capacity_bytes: 1 << 20,
+            high_water: 0.9,
+            low_water: 0.5,
+            shards: 1,
+        })
+        .0
+    }
+
+    #[tokio::test]
+    async fn groups_by_token_and_reporter_and_flushes_at_span_limit() {
+        let ring = ring();
+        let sink = Capture::default();
+        let mut batcher = Batcher::new(limits(5, usize::MAX), sink.clone());
+        batcher.add(report(&ring, request("a", 1, 0..3))).await;
+        batcher.add(report(&ring, request("b", 1, 10..12))).await;
+        batcher.add(report(&ring, request("a", 2, 20..21))).await;
+        assert_eq!(batcher.open_batches(), 3);
+        batcher.add(report(&ring, request("a", 1, 3..5))).await; // reaches 5
+        {
+            let sent = sink.0.lock().unwrap();
+            assert_eq!(sent.len(), 1);
+            let req = decode(&sent[0]);
+            assert_eq!(req.auth.unwrap().access_token, "a");
+            assert_eq!(req.reporter.unwrap().reporter_id, 1);
+            let ids: Vec<u64> = req
+                .spans
+                .iter()
+                .map(|s| s.span_context.as_ref().unwrap().span_id)
+                .collect();
+            assert_eq!(ids, vec![0, 1, 2, 3, 4]);
+        }
+        batcher.flush_older_than(Duration::ZERO).await;
+        let sent = sink.0.lock().unwrap();
+        assert_eq!(sent.len(), 3);
+        for batch in sent.iter() {
+            let req = decode(batch);
+            let token = req.auth.unwrap().access_token;
+            assert_eq!(token.as_bytes(), &batch.key.token[..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn byte_limit_splits_before_overflowing() {
+        let ring = ring();
+        let sink = Capture::default();
+        let one = request("a", 1, 0..10);
+        let span_bytes = scan_report(&one, usize::MAX).unwrap().spans.bytes;
+        let mut batcher = Batcher::new(limits(u32::MAX, span_bytes + span_bytes / 2), sink.clone());
+        batcher.add(report(&ring, one)).await;
+        batcher.add(report(&ring, request("a", 1, 10..20))).await;
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            1,
+            "first batch flushed before overflow"
+        );
+        batcher.flush_older_than(Duration::ZERO).await;
+        let sent = sink.0.lock().unwrap();
+        assert_eq!(
+            sent.iter().map(|b| b.spans).collect::<Vec<_>>(),
+            vec![10, 10]
+        );
+    }
+
+    #[tokio::test]
+    async fn charge_is_released_when_batch_is_done() {
+        let ring = ring();
+        let sink = Capture::default();
+        let mut batcher = Batcher::new(limits(2, usize::MAX), sink.clone());
+        batcher.add(report(&ring, request("a", 1, 0..2))).await;
+        assert!(ring.used_bytes() > 0);
+        assert_eq!(ring.held_spans(), 2);
+        sink.0.lock().unwrap().clear();
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_flushes_on_age_and_drains_on_cancel() {
+        let (ring, mut rxs) = Ring::new(RingConfig {
+            capacity_bytes: 1 << 20,
+            high_water: 0.9,
+            low_water: 0.5,
+            shards: 1,
+        });
+        let sink = Capture::default();
+        let drain = CancellationToken::new();
+        let batcher = Batcher::new(
+            BatchLimits {
+                max_spans: 1000,
+                max_bytes: usize::MAX,
+                max_age: Duration::from_millis(100),
+            },
+            sink.clone(),
+        );
+        let task = tokio::spawn(batcher.run(rxs.remove(0), drain.clone()));
+        let r = report(&ring, request("a", 1, 0..3));
+        ring.push(r.key, r.spans, r.charge).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.0.lock().unwrap().len(), 1, "flushed by age");
+        let r = report(&ring, request("a", 1, 3..4));
+        ring.push(r.key, r.spans, r.charge).unwrap();
+        drain.cancel();
+        task.await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 2, "flushed on drain");
+        let r = report(&ring, request("a", 1, 4..5));
+        assert!(ring.push(r.key, r.spans, r.charge).is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! The buffer between ingest and upstream: a byte-budgeted ring of reports, and batchers that
+//! group their spans into ready-to-send upstream requests.
+//!
+//! Knows nothing about HTTP or gRPC and never decodes a span: a [`Report`] arrives as slices
+//! of a request buffer and leaves inside a [`Batch`] as the same slices.
+
+pub mod batcher;
+pub mod ring;
+
+use bytes::Bytes;
+
+pub use batcher::{BatchLimits, BatchSink, Batcher};
+pub use ring::{Charge, PushError, Ring, RingConfig};
+
+use crate::wire::report::SpanRuns;
+
+/// The protocol a batch is written in upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Lightstep collector `ReportRequest`.
+    Lightstep,
+}
+
+impl Protocol {
+    /// The metrics label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Lightstep => "lightstep",
+        }
+    }
+}
+
+/// What spans must share to travel in one upstream request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    /// The upstream protocol.
+    pub protocol: Protocol,
+    /// The access token the batch is sent with (already resolved against the configured one).
+    pub token: Bytes,
+    /// The encoded `Reporter`: a Lightstep request has exactly one.
+    pub reporter: Bytes,
+    /// The reporter's clock offset, sent once per request.
+    pub timestamp_offset_micros: i64,
+}
+
+/// One client report on its way through the buffer.
+#[derive(Debug)]
+pub struct Report {
+    /// Which batch its spans join.
+    pub key: BatchKey,
+    /// The spans, as slices of the request.
+    pub spans: SpanRuns,
+    /// Its share of the buffer budget, released when the spans are done with.
+    pub charge: Charge,
+}
+
+/// A ready-to-send upstream request: a header and span runs, concatenated on the wire.
+#[derive(Debug)]
+pub struct Batch {
+    /// What every span in it shares.
+    pub key: BatchKey,
+    /// The encoded leading fields (reporter, auth, offset).
+    pub header: Bytes,
+    /// Span runs, each a slice of some client's request.
+    pub runs: Vec<Bytes>,
+    /// Number of spans.
+    pub spans: u32,
+    /// Budget held until the batch is delivered or dropped.
+    pub charge: Charge,
+}
+
+impl Batch {
+    /// Size of the encoded request.
+    pub fn encoded_len(&self) -> usize {
+        self.header.len() + self.runs.iter().map(Bytes::len).sum::<usize>()
+    }
+}

@@ -1,0 +1,284 @@
+//! The ring: many producers push reports, one or more batchers pull them, and every byte in
+//! between is paid for out of one budget.
+//!
+//! A report's [`Charge`] stays with its spans through batching, sending and retrying, and is
+//! returned when they are delivered or dropped, so the budget bounds all memory the pipeline
+//! holds. Above the high-water mark the ring reports "not ready" until it falls back below the
+//! low-water mark, so load balancers shift traffic before clients are refused.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::{BatchKey, Report};
+use crate::telemetry;
+use crate::wire::report::SpanRuns;
+
+/// Limits of the ring, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+    /// Byte budget for everything between ingest and upstream.
+    pub capacity_bytes: usize,
+    /// Fraction of the budget above which the ring is not ready.
+    pub high_water: f64,
+    /// Fraction of the budget the ring must fall below to be ready again.
+    pub low_water: f64,
+    /// How many batchers the reports are spread over (by batch key).
+    pub shards: usize,
+}
+
+/// Why a report could not be pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The budget has no room for the report.
+    #[error("buffer full: {needed} bytes requested, {free} of {capacity} free")]
+    Full {
+        /// Bytes the report needs.
+        needed: usize,
+        /// Bytes free.
+        free: usize,
+        /// The whole budget.
+        capacity: usize,
+    },
+    /// The pipeline is draining for shutdown.
+    #[error("shutting down")]
+    Closed,
+}
+
+#[derive(Debug)]
+struct Budget {
+    capacity: usize,
+    high: usize,
+    low: usize,
+    used: AtomicUsize,
+    spans: AtomicU64,
+    above_high: AtomicBool,
+    gauge: metrics::Gauge,
+}
+
+impl Budget {
+    fn reserve(&self, bytes: usize) -> Result<(), PushError> {
+        let result = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|total| *total <= self.capacity)
+            });
+        match result {
+            Ok(before) => {
+                let now = before + bytes;
+                if now > self.high {
+                    self.above_high.store(true, Ordering::Release);
+                }
+                self.gauge.set(now as f64);
+                Ok(())
+            }
+            Err(used) => Err(PushError::Full {
+                needed: bytes,
+                free: self.capacity.saturating_sub(used),
+                capacity: self.capacity,
+            }),
+        }
+    }
+
+    fn release(&self, bytes: usize, spans: u64) {
+        let now = self.used.fetch_sub(bytes, Ordering::AcqRel) - bytes;
+        self.spans.fetch_sub(spans, Ordering::AcqRel);
+        if now < self.low {
+            self.above_high.store(false, Ordering::Release);
+        }
+        self.gauge.set(now as f64);
+    }
+}
+
+/// A share of the ring's budget. Dropping it gives the bytes back.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    bytes: usize,
+    spans: u64,
+}
+
+impl Charge {
+    /// Takes over `other`'s share, so a batch holds one charge however many reports it has.
+    pub fn absorb(&mut self, mut other: Charge) {
+        self.bytes += std::mem::take(&mut other.bytes);
+        self.spans += std::mem::take(&mut other.spans);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.bytes > 0 || self.spans > 0 {
+            self.budget.release(self.bytes, self.spans);
+        }
+    }
+}
+
+/// The producer side of the ring; cheap to clone, shared by every ingest handler.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    budget: Arc<Budget>,
+    shards: Arc<[mpsc::UnboundedSender<Report>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Ring {
+    /// Makes a ring and the receivers its batchers read, one per shard.
+    pub fn new(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
+        let capacity = config.capacity_bytes;
+        let budget = Arc::new(Budget {
+            capacity,
+            high: (capacity as f64 * config.high_water) as usize,
+            low: (capacity as f64 * config.low_water) as usize,
+            used: AtomicUsize::new(0),
+            spans: AtomicU64::new(0),
+            above_high: AtomicBool::new(false),
+            gauge: metrics::gauge!(telemetry::BUFFER_BYTES),
+        });
+        metrics::gauge!(telemetry::BUFFER_CAPACITY_BYTES).set(capacity as f64);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards.max(1))
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let ring = Ring {
+            budget,
+            shards: senders.into(),
+            hasher: Default::default(),
+        };
+        (ring, receivers)
+    }
+
+    /// Reserves `bytes` of budget for a report of `spans` spans (the request buffer it slices).
+    pub fn reserve(&self, bytes: usize, spans: u64) -> Result<Charge, PushError> {
+        self.budget.reserve(bytes)?;
+        self.budget.spans.fetch_add(spans, Ordering::AcqRel);
+        Ok(Charge {
+            budget: self.budget.clone(),
+            bytes,
+            spans,
+        })
+    }
+
+    /// Hands a report to the batcher that owns its key. Its charge is returned on failure.
+    pub fn push(&self, key: BatchKey, spans: SpanRuns, charge: Charge) -> Result<(), PushError> {
+        let shard = if self.shards.len() == 1 {
+            0
+        } else {
+            (self.hasher.hash_one(&key) % self.shards.len() as u64) as usize
+        };
+        self.shards[shard]
+            .send(Report { key, spans, charge })
+            .map_err(|_| PushError::Closed)
+    }
+
+    /// Bytes in use now.
+    pub fn used_bytes(&self) -> usize {
+        self.budget.used.load(Ordering::Acquire)
+    }
+
+    /// Spans held now, from ingest until delivered or dropped.
+    pub fn held_spans(&self) -> u64 {
+        self.budget.spans.load(Ordering::Acquire)
+    }
+
+    /// The byte budget.
+    pub fn capacity_bytes(&self) -> usize {
+        self.budget.capacity
+    }
+
+    /// False from crossing the high-water mark until falling back below the low-water mark.
+    pub fn has_headroom(&self) -> bool {
+        !self.budget.above_high.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn ring(capacity: usize) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
+        Ring::new(RingConfig {
+            capacity_bytes: capacity,
+            high_water: 0.8,
+            low_water: 0.5,
+            shards: 2,
+        })
+    }
+
+    fn key(token: &'static [u8]) -> BatchKey {
+        BatchKey {
+            protocol: super::super::Protocol::Lightstep,
+            token: Bytes::from_static(token),
+            reporter: Bytes::from_static(b"r"),
+            timestamp_offset_micros: 0,
+        }
+    }
+
+    #[test]
+    fn budget_is_enforced_and_returned_on_drop() {
+        let (ring, _rx) = ring(100);
+        let a = ring.reserve(60, 3).unwrap();
+        assert_eq!(
+            ring.reserve(50, 1).unwrap_err(),
+            PushError::Full {
+                needed: 50,
+                free: 40,
+                capacity: 100
+            }
+        );
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (60, 3));
+        drop(a);
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
+        assert!(ring.reserve(100, 1).is_ok());
+    }
+
+    #[test]
+    fn absorbed_charges_release_once() {
+        let (ring, _rx) = ring(100);
+        let mut a = ring.reserve(10, 1).unwrap();
+        a.absorb(ring.reserve(20, 2).unwrap());
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (30, 3));
+        drop(a);
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
+    }
+
+    #[test]
+    fn readiness_has_hysteresis() {
+        let (ring, _rx) = ring(100);
+        let big = ring.reserve(85, 1).unwrap();
+        assert!(!ring.has_headroom());
+        let small = ring.reserve(10, 1).unwrap();
+        drop(big); // 10 used: below low water (50)
+        assert!(ring.has_headroom());
+        let mid = ring.reserve(60, 1).unwrap(); // 70: between marks, stays ready
+        assert!(ring.has_headroom());
+        drop((small, mid));
+    }
+
+    #[test]
+    fn same_key_goes_to_same_shard_and_closed_ring_refuses() {
+        let (ring, mut rx) = ring(1000);
+        for _ in 0..4 {
+            let charge = ring.reserve(1, 1).unwrap();
+            ring.push(key(b"t"), SpanRuns::default(), charge).unwrap();
+        }
+        let counts: Vec<usize> = rx.iter_mut().map(|r| r.len()).collect();
+        assert!(counts == vec![4, 0] || counts == vec![0, 4], "{counts:?}");
+        for r in rx.iter_mut() {
+            r.close();
+        }
+        let charge = ring.reserve(1, 1).unwrap();
+        assert_eq!(
+            ring.push(key(b"t"), SpanRuns::default(), charge),
+            Err(PushError::Closed)
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! Every metric cubesat exports, declared once, plus log set-up.
+//!
+//! Names follow `cubesat_<noun>_<unit>_total`; labels come from closed sets (protocol, reason,
+//! code), never a token, trace id or address. Notable events both log and count.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Reports accepted on ingest, by `protocol`.
+pub const REPORTS_RECEIVED: &str = "cubesat_reports_received_total";
+/// Reports refused on ingest, by `protocol` and `reason`.
+pub const REPORTS_REJECTED: &str = "cubesat_reports_rejected_total";
+/// Spans accepted on ingest, by `protocol`.
+pub const SPANS_RECEIVED: &str = "cubesat_spans_received_total";
+/// Spans the upstream accepted.
+pub const SPANS_FORWARDED: &str = "cubesat_spans_forwarded_total";
+/// Spans cubesat did not deliver, by `reason` (see [`DropReason`]).
+pub const SPANS_DROPPED: &str = "cubesat_spans_dropped_total";
+/// Spans the clients say they dropped themselves (`spans.dropped`), by `protocol`.
+pub const CLIENT_DROPPED_SPANS: &str = "cubesat_client_dropped_spans_total";
+/// Bytes of reports held in the buffer, from ingest until the upstream answers.
+pub const BUFFER_BYTES: &str = "cubesat_buffer_bytes";
+/// The buffer's configured byte budget.
+pub const BUFFER_CAPACITY_BYTES: &str = "cubesat_buffer_capacity_bytes";
+/// Upstream batches sent, by `outcome` (ok / retry / rejected).
+pub const UPSTREAM_REQUESTS: &str = "cubesat_upstream_requests_total";
+/// Upstream request latency, by `outcome`.
+pub const UPSTREAM_REQUEST_SECONDS: &str = "cubesat_upstream_request_duration_seconds";
+/// Upstream errors, by gRPC `code`.
+pub const UPSTREAM_ERRORS: &str = "cubesat_upstream_errors_total";
+/// 1 while the upstream is reachable, else 0.
+pub const UPSTREAM_UP: &str = "cubesat_upstream_up";
+/// Ingest connections open now.
+pub const CONNECTIONS_OPEN: &str = "cubesat_ingest_connections";
+/// Ingest connections refused because `max-connections` was reached.
+pub const CONNECTIONS_REFUSED: &str = "cubesat_ingest_connections_refused_total";
+
+/// Why a span was not delivered upstream: the closed label set of [`SPANS_DROPPED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The buffer's byte budget was used up; the client was told `UNAVAILABLE`/503.
+    BufferFull,
+    /// The upstream refused the batch with a status that forbids a retry.
+    UpstreamRejected,
+    /// Retries went on for longer than `retry-max-elapsed`.
+    RetryExhausted,
+    /// Still buffered when the drain timeout ended at shutdown.
+    Shutdown,
+    /// Developer mode without `--upstream`: nowhere to send spans to.
+    NoUpstream,
+}
+
+impl DropReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BufferFull => "buffer_full",
+            DropReason::UpstreamRejected => "upstream_rejected",
+            DropReason::RetryExhausted => "retry_exhausted",
+            DropReason::Shutdown => "shutdown",
+            DropReason::NoUpstream => "no_upstream",
+        }
+    }
+}
+
+/// Counts `spans` dropped for `reason`.
+pub fn count_dropped(reason: DropReason, spans: u64) {
+    if spans > 0 {
+        metrics::counter!(SPANS_DROPPED, "reason" => reason.as_str()).increment(spans);
+    }
+}
+
+/// Gives every metric its help text and unit (call once, after installing a recorder).
+pub fn describe() {
+    describe_counter!(REPORTS_RECEIVED, "Reports accepted on ingest, by protocol.");
+    describe_counter!(
+        REPORTS_REJECTED,
+        "Reports refused on ingest, by protocol and reason."
+    );
+    describe_counter!(SPANS_RECEIVED, "Spans accepted on ingest, by protocol.");
+    describe_counter!(SPANS_FORWARDED, "Spans accepted by the upstream.");
+    describe_counter!(SPANS_DROPPED, "Spans not delivered upstream, by reason.");
+    describe_counter!(
+        CLIENT_DROPPED_SPANS,
+        "Spans the tracers report they dropped themselves (internal_metrics spans.dropped)."
+    );
+    describe_gauge!(
+        BUFFER_BYTES,
+        Unit::Bytes,
+        "Bytes of reports held between ingest and upstream."
+    );
+    describe_gauge!(
+        BUFFER_CAPACITY_BYTES,
+        Unit::Bytes,
+        "The buffer's byte budget."
+    );
+    describe_counter!(UPSTREAM_REQUESTS, "Upstream batch requests, by outcome.");
+    describe_histogram!(
+        UPSTREAM_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Upstream request latency, by outcome."
+    );
+    describe_counter!(UPSTREAM_ERRORS, "Upstream errors, by gRPC code.");
+    describe_gauge!(UPSTREAM_UP, "1 while the upstream is reachable.");
+    describe_gauge!(CONNECTIONS_OPEN, "Ingest connections open now.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Ingest connections refused at max-connections."
+    );
+}
+
+/// Installs the log subscriber with `filter` (a `tracing` env-filter directive).
+pub fn init_logs(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,330 @@
+//! Protobuf wire scanning: varints, field walking and framing, zero-copy.
+//!
+//! This is the only place that knows tag numbers by heart. Nothing here allocates per field or
+//! decodes a span: scanners hand out `Bytes` slices of the buffer they were given. Errors are
+//! small plain values; callers turn them into protocol statuses.
+
+pub mod report;
+
+use bytes::Bytes;
+
+/// Why a protobuf buffer could not be scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The buffer ends inside a varint, a fixed-width value or a length-delimited field.
+    #[error("truncated protobuf: field {field} ends past the end of the message")]
+    Truncated {
+        /// Field number being read (0 when the tag itself was cut).
+        field: u32,
+    },
+    /// A varint runs longer than 10 bytes.
+    #[error("malformed protobuf: varint longer than 10 bytes")]
+    VarintOverflow,
+    /// Field number 0 is never valid.
+    #[error("malformed protobuf: field number 0")]
+    ZeroField,
+    /// Wire types 6 and 7 do not exist; 3 and 4 (groups) are not used by any schema we scan.
+    #[error("malformed protobuf: unsupported wire type {wire_type} for field {field}")]
+    BadWireType {
+        /// Field number carrying the bad wire type.
+        field: u32,
+        /// The wire type found.
+        wire_type: u8,
+    },
+    /// A known field arrived with a wire type its schema does not allow.
+    #[error("malformed protobuf: field {field} has wire type {wire_type}, expected {expected}")]
+    UnexpectedWireType {
+        /// Field number.
+        field: u32,
+        /// The wire type found.
+        wire_type: u8,
+        /// The wire type the schema gives.
+        expected: u8,
+    },
+}
+
+/// Wire type of varint fields.
+pub const VARINT: u8 = 0;
+/// Wire type of 64-bit fixed fields.
+pub const FIXED64: u8 = 1;
+/// Wire type of length-delimited fields (strings, bytes, messages, packed repeats).
+pub const LEN: u8 = 2;
+/// Wire type of 32-bit fixed fields.
+pub const FIXED32: u8 = 5;
+
+/// Reads a base-128 varint at `*pos`, advancing `pos`.
+#[inline]
+pub fn read_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
+    let mut value: u64 = 0;
+    for shift in 0..10 {
+        let Some(&byte) = buf.get(*pos) else {
+            return Err(WireError::Truncated { field });
+        };
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << (shift * 7);
+        if byte < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::VarintOverflow)
+}
+
+/// Appends `value` as a base-128 varint.
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Number of bytes `value` takes as a varint.
+#[inline]
+pub fn varint_len(value: u64) -> usize {
+    // 1 byte per started group of 7 bits; 0 still takes one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// One field's value as it lies on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// A varint (ints, bools, enums).
+    Varint(u64),
+    /// 8 little-endian bytes.
+    Fixed64(u64),
+    /// 4 little-endian bytes.
+    Fixed32(u32),
+    /// Byte range `start..end` of the payload inside the scanned buffer.
+    Len {
+        /// First payload byte.
+        start: usize,
+        /// One past the last payload byte.
+        end: usize,
+    },
+}
+
+/// One field found by [`Fields`]: its number, value and the byte range of the whole field
+/// (tag included), so callers can forward it untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// Field number.
+    pub number: u32,
+    /// The value.
+    pub value: Value,
+    /// Offset of the tag's first byte.
+    pub start: usize,
+    /// One past the field's last byte.
+    pub end: usize,
+}
+
+/// Walks the top-level fields of one protobuf message without decoding any of them.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// Walks all of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self::within(buf, 0, buf.len())
+    }
+
+    /// Walks `buf[start..end]`, reporting offsets relative to `buf`.
+    pub fn within(buf: &'a [u8], start: usize, end: usize) -> Self {
+        Self {
+            buf,
+            pos: start,
+            end: end.min(buf.len()),
+        }
+    }
+
+    fn next_field(&mut self) -> Result<Field, WireError> {
+        let start = self.pos;
+        let buf = &self.buf[..self.end];
+        let key = read_varint(buf, &mut self.pos, 0)?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
+        if number == 0 {
+            return Err(WireError::ZeroField);
+        }
+        let wire_type = (key & 7) as u8;
+        let value = match wire_type {
+            VARINT => Value::Varint(read_varint(buf, &mut self.pos, number)?),
+            FIXED64 => {
+                let bytes = buf
+                    .get(self.pos..self.pos + 8)
+                    .ok_or(WireError::Truncated { field: number })?;
+                self.pos += 8;
+                Value::Fixed64(u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+            }
+            FIXED32 => {
+                let bytes = buf
+                    .get(self.pos..self.pos + 4)
+                    .ok_or(WireError::Truncated { field: number })?;
+                self.pos += 4;
+                Value::Fixed32(u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4])))
+            }
+            LEN => {
+                let len = read_varint(buf, &mut self.pos, number)?;
+                let len =
+                    usize::try_from(len).map_err(|_| WireError::Truncated { field: number })?;
+                let payload_start = self.pos;
+                let payload_end = payload_start
+                    .checked_add(len)
+                    .filter(|end| *end <= buf.len())
+                    .ok_or(WireError::Truncated { field: number })?;
+                self.pos = payload_end;
+                Value::Len {
+                    start: payload_start,
+                    end: payload_end,
+                }
+            }
+            other => {
+                return Err(WireError::BadWireType {
+                    field: number,
+                    wire_type: other,
+                });
+            }
+        };
+        Ok(Field {
+            number,
+            value,
+            start,
+            end: self.pos,
+        })
+    }
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<Field, WireError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let item = self.next_field();
+        if item.is_err() {
+            // Stop after the first error: the rest of the buffer has no known framing.
+            self.pos = self.end;
+        }
+        Some(item)
+    }
+}
+
+impl Field {
+    /// The payload range of a length-delimited field, or a wire-type error naming it.
+    #[inline]
+    pub fn len_range(&self) -> Result<(usize, usize), WireError> {
+        match self.value {
+            Value::Len { start, end } => Ok((start, end)),
+            _ => Err(self.unexpected(LEN)),
+        }
+    }
+
+    /// The value of a varint field, or a wire-type error naming it.
+    #[inline]
+    pub fn varint(&self) -> Result<u64, WireError> {
+        match self.value {
+            Value::Varint(v) => Ok(v),
+            _ => Err(self.unexpected(VARINT)),
+        }
+    }
+
+    fn unexpected(&self, expected: u8) -> WireError {
+        let wire_type = match self.value {
+            Value::Varint(_) => VARINT,
+            Value::Fixed64(_) => FIXED64,
+            Value::Fixed32(_) => FIXED32,
+            Value::Len { .. } => LEN,
+        };
+        WireError::UnexpectedWireType {
+            field: self.number,
+            wire_type,
+            expected,
+        }
+    }
+}
+
+/// Slices `buf[start..end]` without copying.
+#[inline]
+pub fn slice(buf: &Bytes, (start, end): (usize, usize)) -> Bytes {
+    buf.slice(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trip_and_length() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "length of {v}");
+            let mut pos = 0;
+            assert_eq!(read_varint(&out, &mut pos, 1), Ok(v));
+            assert_eq!(pos, out.len());
+        }
+    }
+
+    #[test]
+    fn varint_errors() {
+        let mut pos = 0;
+        assert_eq!(
+            read_varint(&[0x80, 0x80], &mut pos, 7),
+            Err(WireError::Truncated { field: 7 })
+        );
+        let mut pos = 0;
+        assert_eq!(
+            read_varint(&[0xff; 11], &mut pos, 1),
+            Err(WireError::VarintOverflow)
+        );
+    }
+
+    #[test]
+    fn fields_reports_ranges_and_stops_on_error() {
+        // field 1 varint 150, field 2 "hi", then a truncated field 3.
+        let buf = [0x08, 0x96, 0x01, 0x12, 0x02, b'h', b'i', 0x1a, 0x05, 0x00];
+        let mut fields = Fields::new(&buf);
+        let f1 = fields.next().unwrap().unwrap();
+        assert_eq!(
+            (f1.number, f1.varint(), f1.start, f1.end),
+            (1, Ok(150), 0, 3)
+        );
+        let f2 = fields.next().unwrap().unwrap();
+        assert_eq!(f2.len_range(), Ok((5, 7)));
+        assert_eq!(
+            fields.next().unwrap(),
+            Err(WireError::Truncated { field: 3 })
+        );
+        assert!(fields.next().is_none());
+    }
+
+    #[test]
+    fn fields_rejects_zero_and_groups() {
+        assert_eq!(
+            Fields::new(&[0x00, 0x01]).next().unwrap(),
+            Err(WireError::ZeroField)
+        );
+        assert_eq!(
+            Fields::new(&[0x0b]).next().unwrap(),
+            Err(WireError::BadWireType {
+                field: 1,
+                wire_type: 3
+            })
+        );
+    }
+}
