@@ -1,0 +1,626 @@
+//! Shared harness for the end-to-end tests: the real `cubesat` binary as a child process, a
+//! capturing upstream that records every request's raw bytes and metadata, and clients that
+//! send the way Envoy's Lightstep tracer does. Everything binds 127.0.0.1.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, BufMut, Bytes};
+use cubesat::proto::collector as pb;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
+
+// ---------------------------------------------------------------------------------------------
+// The cubesat process.
+
+/// A running `cubesat`, killed on drop; its stderr is printed if the test fails.
+pub struct Cubesat {
+    child: Child,
+    pub ingest: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cubesat {
+    /// Starts `cubesat serve` on port 0 with `args` added.
+    pub fn serve(args: &[&str]) -> Cubesat {
+        let mut all = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        Self::start(&all)
+    }
+
+    /// Starts the binary with exactly `args`, waiting for its start lines.
+    pub fn start(args: &[&str]) -> Cubesat {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cubesat"))
+            .args(args)
+            .env("RUST_LOG", "info,cubesat=debug")
+            .env_remove("LIGHTSTEP_ACCESS_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start cubesat");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut ingest, mut tls, mut admin) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while admin.is_none() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no start lines; stderr:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(
+                &parts[..2],
+                ["cubesat", "listening:"],
+                "start line format: {line}"
+            );
+            let addr: SocketAddr = parts[4].parse().unwrap();
+            assert_ne!(addr.port(), 0, "start line shows the real port: {line}");
+            match parts[2] {
+                "ingest" => ingest = Some(addr),
+                "tls" => tls = Some(addr),
+                "admin" => admin = Some(addr),
+                other => panic!("unexpected role {other}"),
+            }
+        }
+        Cubesat {
+            child,
+            ingest: ingest.unwrap(),
+            tls,
+            admin: admin.unwrap(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cubesat did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    /// Waits until `/_ready` answers `want`.
+    pub async fn wait_ready(&self, want: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.admin_get("/_ready").await;
+            if status == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/_ready stayed {status} ({body}), wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of a metric line (name with labels exactly as rendered), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Cubesat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- cubesat stderr ----\n{}", self.stderr());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
+    let response = client.get(uri).await.expect("admin GET");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The capturing upstream.
+
+/// One request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub token_header: Option<String>,
+    pub authority: String,
+    pub raw: Bytes,
+}
+
+impl Captured {
+    pub fn decode(&self) -> pb::ReportRequest {
+        pb::ReportRequest::decode(self.raw.clone()).expect("upstream got a valid ReportRequest")
+    }
+}
+
+/// How the capture answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    Fail(tonic::Code),
+}
+
+/// A CollectorService upstream that records raw requests.
+#[derive(Clone)]
+pub struct Capture {
+    pub received: Arc<Mutex<Vec<Captured>>>,
+    pub answer: Arc<Mutex<Answer>>,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Capture {
+            received: Arc::default(),
+            answer: Arc::new(Mutex::new(Answer::Ok)),
+        }
+    }
+}
+
+/// A running capture server; stops on `stop()` or drop.
+pub struct CaptureServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CaptureServer {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for CaptureServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Capture {
+    /// Serves on `addr` (port 0 for any), plaintext h2c or TLS with the given PEM identity.
+    pub async fn serve(&self, addr: &str, tls: Option<(&Path, &Path)>) -> CaptureServer {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut server = Server::builder();
+        if let Some((cert, key)) = tls {
+            let identity = tonic::transport::Identity::from_pem(
+                std::fs::read(cert).unwrap(),
+                std::fs::read(key).unwrap(),
+            );
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
+        let router = server.add_service(CaptureService(self.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        CaptureServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Every span received, in arrival order, with the request it came in.
+    pub fn spans(&self) -> Vec<(pb::Span, Captured)> {
+        self.requests()
+            .into_iter()
+            .flat_map(|c| {
+                let req = c.decode();
+                req.spans.into_iter().map(move |s| (s, c.clone()))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` spans have arrived.
+    pub async fn wait_spans(&self, n: usize, within: Duration) -> Vec<(pb::Span, Captured)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upstream got {} spans, wanted {n}",
+                spans.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CaptureService(Capture);
+
+impl NamedService for CaptureService {
+    const NAME: &'static str = "lightstep.collector.CollectorService";
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for CaptureService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let capture = self.0.clone();
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(RawCodec::<pb::ReportResponse>::default())
+                .max_decoding_message_size(64 << 20);
+            Ok(grpc.unary(CaptureReport(capture, authority), req).await)
+        })
+    }
+}
+
+struct CaptureReport(Capture, String);
+
+impl UnaryService<Bytes> for CaptureReport {
+    type Response = pb::ReportResponse;
+    type Future = BoxFuture<Result<Response<pb::ReportResponse>, Status>>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let answer = *self.0.answer.lock().unwrap();
+        if let Answer::Fail(code) = answer {
+            return Box::pin(async move { Err(Status::new(code, "capture told to fail")) });
+        }
+        let token_header = req
+            .metadata()
+            .get("lightstep-access-token")
+            .map(|v| v.to_str().unwrap().to_owned());
+        self.0.received.lock().unwrap().push(Captured {
+            token_header,
+            authority: self.1.clone(),
+            raw: req.into_inner(),
+        });
+        Box::pin(async { Ok(Response::new(pb::ReportResponse::default())) })
+    }
+}
+
+/// Raw bytes in (`Bytes`), a prost message out; used by the capture server and raw clients.
+pub struct RawCodec<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T> Default for RawCodec<T> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T: Message + Default + Send + 'static> Codec for RawCodec<T> {
+    type Encode = T;
+    type Decode = Bytes;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        Self::default()
+    }
+    fn decoder(&mut self) -> Self {
+        Self::default()
+    }
+}
+
+impl<T: Message> Encoder for RawCodec<T> {
+    type Item = T;
+    type Error = Status;
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl<T> Decoder for RawCodec<T> {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+/// Sends raw bytes as the request message; decodes the reply as a `ReportResponse`.
+#[derive(Default, Clone, Copy)]
+pub struct SendRaw;
+
+impl Codec for SendRaw {
+    type Encode = Bytes;
+    type Decode = pb::ReportResponse;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        SendRaw
+    }
+    fn decoder(&mut self) -> Self {
+        SendRaw
+    }
+}
+
+impl Encoder for SendRaw {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for SendRaw {
+    type Item = pb::ReportResponse;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::ReportResponse>, Status> {
+        pb::ReportResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envoy-like clients.
+
+/// A channel the way Envoy's Lightstep tracer opens it: HTTP/2, `:authority` = cluster name.
+pub async fn envoy_channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .origin("http://lightstep".parse().unwrap())
+        .connect()
+        .await
+        .expect("connect to cubesat")
+}
+
+/// A TLS channel trusting `ca` (PEM), with `localhost` as the server name.
+pub async fn tls_channel(addr: SocketAddr, ca: &Path) -> Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(ca).unwrap(),
+        ))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connect to cubesat")
+}
+
+/// Posts raw `body` to `Report` (optionally gzip), with `grpc-timeout` and no token header,
+/// as Envoy does.
+pub async fn send_raw(
+    channel: &Channel,
+    body: Bytes,
+    gzip: bool,
+) -> Result<pb::ReportResponse, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(64 << 20);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = Request::new(body);
+    req.set_timeout(Duration::from_secs(5));
+    grpc.unary(
+        req,
+        http::uri::PathAndQuery::from_static(REPORT_PATH),
+        SendRaw,
+    )
+    .await
+    .map(Response::into_inner)
+}
+
+/// An Envoy-like reporter for `cluster` (node.cluster becomes the component name).
+pub fn envoy_reporter(cluster: &str, reporter_id: u64) -> pb::Reporter {
+    let tag = |k: &str, v: &str| pb::KeyValue {
+        key: k.into(),
+        value: Some(pb::key_value::Value::StringValue(v.into())),
+    };
+    pb::Reporter {
+        reporter_id,
+        tags: vec![
+            tag("lightstep.component_name", cluster),
+            tag("lightstep.tracer_platform", "envoy"),
+            tag("lightstep.tracer_platform_version", "1.23.0"),
+            tag("lightstep.tracer_version", "0.19"),
+            tag("lightstep.hostname", "productpage-v1-6b746f74dc-9stvs"),
+        ],
+    }
+}
+
+/// The encoded `0x1A` field of one Envoy-like span, with its fields out of numeric order
+/// (span_context last, as the C++ tracer writes them) so byte equality means "untouched".
+pub fn envoy_span_field(trace_id: u64, span_id: u64, parent: u64) -> Vec<u8> {
+    let tag = |k: &str, v: &str| pb::KeyValue {
+        key: k.into(),
+        value: Some(pb::key_value::Value::StringValue(v.into())),
+    };
+    let body = pb::Span {
+        operation_name: "productpage.default.svc.cluster.local:9080/*".into(),
+        start_timestamp: Some(SystemTime::now().into()),
+        duration_micros: 1234 + span_id % 100,
+        tags: vec![
+            tag("guid:x-request-id", &format!("{span_id:x}-req")),
+            tag(
+                "node_id",
+                "sidecar~10.1.1.7~productpage-v1.default~default.svc.cluster.local",
+            ),
+            tag("http.url", "http://productpage:9080/productpage"),
+            tag("http.method", "GET"),
+            tag("http.status_code", "200"),
+            tag("component", "proxy"),
+            tag("span.kind", "server"),
+        ],
+        references: vec![pb::Reference {
+            relationship: 0,
+            span_context: Some(pb::SpanContext {
+                trace_id,
+                span_id: parent,
+                baggage: Default::default(),
+            }),
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let context = pb::Span {
+        span_context: Some(pb::SpanContext {
+            trace_id,
+            span_id,
+            baggage: Default::default(),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut span = body;
+    span.extend_from_slice(&context);
+    let mut field = vec![0x1a];
+    prost::encoding::encode_varint(span.len() as u64, &mut field);
+    field.extend_from_slice(&span);
+    field
+}
+
+/// An Envoy-like `ReportRequest` (token only in the body) and the encoded span fields in it.
+pub fn envoy_report(
+    reporter: &pb::Reporter,
+    token: &str,
+    trace_id: u64,
+    span_ids: std::ops::Range<u64>,
+) -> (Bytes, Vec<Vec<u8>>) {
+    let mut buf = pb::ReportRequest {
+        reporter: Some(reporter.clone()),
+        auth: Some(pb::Auth {
+            access_token: token.into(),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let spans: Vec<Vec<u8>> = span_ids
+        .map(|id| envoy_span_field(trace_id, id, id.saturating_sub(1)))
+        .collect();
+    for span in &spans {
+        buf.extend_from_slice(span);
+    }
+    (Bytes::from(buf), spans)
+}
+
+/// Where `needle` occurs in `haystack`, counting every occurrence.
+pub fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// Runs `cubesat certs` into a fresh directory: (dir, cacert, server cert, server key).
+pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cubesat"))
+        .args(["certs", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cubesat certs failed");
+    let p = dir.path().to_owned();
+    (
+        dir,
+        p.join("cacert.pem"),
+        p.join("server.pem"),
+        p.join("server-key.pem"),
+    )
+}
