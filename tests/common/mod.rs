@@ -94,6 +94,7 @@ impl Cubesat {
                 "ingest" => ingest = Some(addr),
                 "tls" => tls = Some(addr),
                 "admin" => admin = Some(addr),
+                "ui" => {}
                 other => panic!("unexpected role {other}"),
             }
         }
