@@ -348,14 +348,14 @@ impl Config {
                     None => None,
                 },
                 protocol: match pick!(upstream_protocol).unwrap_or_default() {
-                    UpstreamProtocol::Otlp => {
+                    UpstreamProtocol::Auto => UpstreamProtocol::Auto,
+                    forced => {
                         return Err(invalid(
                             "upstream-protocol",
-                            "otlp",
-                            "this build forwards `auto` or `lightstep`; OTLP upstreams arrive with OTLP ingest",
+                            format!("{forced:?}").to_lowercase(),
+                            "`auto` (each report leaves in the protocol it arrived in); forcing one protocol needs the Lightstep<->OTLP translation, which this build does not have yet",
                         ));
                     }
-                    other => other,
                 },
                 request_timeout: positive(
                     "upstream-timeout",

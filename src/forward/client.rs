@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,9 +26,12 @@ use super::error::{ErrorSource, ForwardError};
 use crate::pipeline::{Batch, BatchSink, Protocol};
 use crate::proto::collector::ReportResponse;
 use crate::telemetry::{self, DropReason};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
 /// gRPC path of the Lightstep collector's `Report`.
 pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
+/// gRPC path of OTLP's `TraceService/Export`.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Metadata key of the access token.
 pub const TOKEN_HEADER: &str = "lightstep-access-token";
 
@@ -196,11 +199,10 @@ impl Upstream {
             }
         };
         match result {
-            Ok(response) => {
-                metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans);
-                if !response.errors.is_empty() {
-                    warn!(errors = ?response.errors, spans, "upstream accepted a batch with errors");
-                }
+            Ok(reply) => {
+                let rejected = reply.rejected_spans(batch.key.protocol, spans);
+                metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans - rejected);
+                telemetry::count_dropped(DropReason::UpstreamRejected, rejected);
             }
             Err(error) if error.retry_allowed() => {
                 warn!(code = error.code_label(), message = %error.message, spans, "upstream batch dropped: retries exhausted");
@@ -213,7 +215,7 @@ impl Upstream {
         }
     }
 
-    async fn attempt(&self, batch: Arc<Batch>) -> Result<ReportResponse, ForwardError> {
+    async fn attempt(&self, batch: Arc<Batch>) -> Result<Bytes, ForwardError> {
         let started = Instant::now();
         let result = self.call(batch).await;
         let outcome = match &result {
@@ -237,7 +239,7 @@ impl Upstream {
         result
     }
 
-    async fn call(&self, batch: Arc<Batch>) -> Result<ReportResponse, ForwardError> {
+    async fn call(&self, batch: Arc<Batch>) -> Result<Bytes, ForwardError> {
         let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone());
         grpc.ready().await.map_err(|error| ForwardError {
             code: Code::Unavailable,
@@ -247,6 +249,7 @@ impl Upstream {
         let token = AsciiMetadataValue::try_from(&batch.key.token[..]).ok();
         let path = match batch.key.protocol {
             Protocol::Lightstep => PathAndQuery::from_static(REPORT_PATH),
+            Protocol::Otlp => PathAndQuery::from_static(EXPORT_PATH),
         };
         let mut request = tonic::Request::new(batch);
         request.set_timeout(self.inner.settings.request_timeout);
@@ -278,13 +281,50 @@ impl BatchSink for Upstream {
     }
 }
 
-/// Writes a batch's bytes as they are; reads the collector's `ReportResponse`.
+/// What the upstream says about spans it accepted with a success status.
+trait Reply {
+    /// Spans it nevertheless refused (logged, and counted as dropped by the caller).
+    fn rejected_spans(&self, protocol: Protocol, spans: u64) -> u64;
+}
+
+impl Reply for Bytes {
+    fn rejected_spans(&self, protocol: Protocol, spans: u64) -> u64 {
+        match protocol {
+            Protocol::Lightstep => match ReportResponse::decode(self.clone()) {
+                Ok(reply) if !reply.errors.is_empty() => {
+                    warn!(errors = ?reply.errors, spans, "upstream accepted a batch with errors");
+                    0
+                }
+                Ok(_) => 0,
+                Err(error) => {
+                    debug!(%error, "upstream sent an unreadable ReportResponse");
+                    0
+                }
+            },
+            Protocol::Otlp => match ExportTraceServiceResponse::decode(self.clone()) {
+                Ok(ExportTraceServiceResponse {
+                    partial_success: Some(partial),
+                }) if partial.rejected_spans > 0 => {
+                    warn!(rejected = partial.rejected_spans, message = %partial.error_message, "upstream rejected part of a batch");
+                    (partial.rejected_spans as u64).min(spans)
+                }
+                Ok(_) => 0,
+                Err(error) => {
+                    debug!(%error, "upstream sent an unreadable ExportTraceServiceResponse");
+                    0
+                }
+            },
+        }
+    }
+}
+
+/// Writes a batch's bytes as they are; hands the reply back undecoded.
 #[derive(Debug, Clone, Copy, Default)]
 struct BatchCodec;
 
 impl Codec for BatchCodec {
     type Encode = Arc<Batch>;
-    type Decode = ReportResponse;
+    type Decode = Bytes;
     type Encoder = BatchCodec;
     type Decoder = BatchCodec;
 
@@ -312,13 +352,11 @@ impl Encoder for BatchCodec {
 }
 
 impl Decoder for BatchCodec {
-    type Item = ReportResponse;
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ReportResponse>, Status> {
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let len = src.remaining();
-        ReportResponse::decode(src.copy_to_bytes(len))
-            .map(Some)
-            .map_err(|e| Status::internal(format!("upstream sent a bad ReportResponse: {e}")))
+        Ok(Some(src.copy_to_bytes(len)))
     }
 }

@@ -1,8 +1,9 @@
-//! gRPC `lightstep.collector.CollectorService/Report`: takes the request message as raw bytes
-//! (no decode), hands it to the [`Intake`], and answers a `ReportResponse` with receive and
-//! transmit timestamps.
+//! gRPC ingest: one generic unary server that takes the request message as raw bytes (no
+//! decode), hands it to the [`Intake`] and answers; each protocol supplies an [`IngestMethod`].
+//! Lightstep's `CollectorService/Report` is defined here, OTLP's `Export` in `otlp.rs`.
 //!
-//! This file is the one place where ingest errors become gRPC statuses.
+//! gzip requests are accepted, messages are limited to `max-message-bytes`, and this file is
+//! the one place where ingest errors become gRPC statuses.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -15,6 +16,7 @@ use http_body::Body;
 use prost::Message;
 use tonic::body::Body as TonicBody;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
@@ -23,34 +25,89 @@ use super::intake::{IngestError, Intake};
 use crate::pipeline::PushError;
 use crate::proto::collector::ReportResponse;
 
-/// gRPC path of `Report`.
-pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
-
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
-/// The `CollectorService` server.
-#[derive(Clone)]
-pub struct CollectorService {
-    intake: Arc<Intake>,
-    max_message_bytes: usize,
+/// One unary ingest method: its names, and what it does with a raw request.
+pub trait IngestMethod: Send + Sync + 'static {
+    /// Fully-qualified service name.
+    const SERVICE: &'static str;
+    /// The method's path, `/<service>/<method>`.
+    const PATH: &'static str;
+    /// The reply message.
+    type Reply: Message + Default + Send + 'static;
+
+    /// Hands `body` to `intake`; `received` is the arrival time.
+    fn handle(
+        intake: &Intake,
+        body: Bytes,
+        metadata: &MetadataMap,
+        received: SystemTime,
+    ) -> Result<Self::Reply, IngestError>;
 }
 
-impl CollectorService {
-    /// Serves `Report` into `intake`, accepting messages up to `max_message_bytes`.
-    pub fn new(intake: Arc<Intake>, max_message_bytes: usize) -> Self {
+/// `lightstep.collector.CollectorService/Report`.
+pub struct Report;
+
+impl IngestMethod for Report {
+    const SERVICE: &'static str = "lightstep.collector.CollectorService";
+    const PATH: &'static str = "/lightstep.collector.CollectorService/Report";
+    type Reply = ReportResponse;
+
+    fn handle(
+        intake: &Intake,
+        body: Bytes,
+        metadata: &MetadataMap,
+        received: SystemTime,
+    ) -> Result<ReportResponse, IngestError> {
+        intake.lightstep_report(body, auth::header_token_metadata(metadata))?;
+        Ok(report_response(received))
+    }
+}
+
+/// An accepted report's answer: timestamps for the tracers' clock filter, no `errors` text.
+pub fn report_response(received: SystemTime) -> ReportResponse {
+    ReportResponse {
+        receive_timestamp: Some(received.into()),
+        transmit_timestamp: Some(SystemTime::now().into()),
+        ..Default::default()
+    }
+}
+
+/// The gRPC server of one [`IngestMethod`].
+pub struct GrpcIngest<M> {
+    intake: Arc<Intake>,
+    max_message_bytes: usize,
+    method: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for GrpcIngest<M> {
+    fn clone(&self) -> Self {
         Self {
-            intake,
-            max_message_bytes,
+            intake: self.intake.clone(),
+            max_message_bytes: self.max_message_bytes,
+            method: PhantomData,
         }
     }
 }
 
-impl NamedService for CollectorService {
-    const NAME: &'static str = "lightstep.collector.CollectorService";
+impl<M: IngestMethod> GrpcIngest<M> {
+    /// Serves `M` into `intake`, accepting messages up to `max_message_bytes`.
+    pub fn new(intake: Arc<Intake>, max_message_bytes: usize) -> Self {
+        Self {
+            intake,
+            max_message_bytes,
+            method: PhantomData,
+        }
+    }
 }
 
-impl<B> tower::Service<http::Request<B>> for CollectorService
+impl<M: IngestMethod> NamedService for GrpcIngest<M> {
+    const NAME: &'static str = M::SERVICE;
+}
+
+impl<M, B> tower::Service<http::Request<B>> for GrpcIngest<M>
 where
+    M: IngestMethod,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
@@ -63,14 +120,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != REPORT_PATH {
+        if request.uri().path() != M::PATH {
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let method = ReportMethod(self.intake.clone());
+        let method = Unary::<M>(self.intake.clone(), PhantomData);
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawRequestCodec::<ReportResponse>::default())
+            let mut grpc = Grpc::new(RawRequestCodec::<M::Reply>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
             let mut response = grpc.unary(method, request).await;
@@ -85,45 +142,32 @@ where
 fn too_large_is_resource_exhausted(response: &mut http::Response<TonicBody>) {
     let headers = response.headers_mut();
     if headers.get("grpc-status").map(http::HeaderValue::as_bytes) == Some(b"11") {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
-        );
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
 }
 
-struct ReportMethod(Arc<Intake>);
+struct Unary<M>(Arc<Intake>, PhantomData<fn() -> M>);
 
-impl UnaryService<Bytes> for ReportMethod {
-    type Response = ReportResponse;
-    type Future = BoxFuture<Result<Response<ReportResponse>, Status>>;
+impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
+    type Response = M::Reply;
+    type Future = BoxFuture<Result<Response<M::Reply>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let received = SystemTime::now();
-        let result = {
-            let header = auth::header_token_metadata(request.metadata());
-            self.0.lightstep_report(request.get_ref().clone(), header)
-        };
-        Box::pin(async move {
-            result.map_err(status_of)?;
-            Ok(Response::new(report_response(received)))
-        })
-    }
-}
-
-/// An accepted report's answer: timestamps for the tracers' clock filter, no `errors` text.
-pub fn report_response(received: SystemTime) -> ReportResponse {
-    ReportResponse {
-        receive_timestamp: Some(received.into()),
-        transmit_timestamp: Some(SystemTime::now().into()),
-        ..Default::default()
+        let result = M::handle(
+            &self.0,
+            request.get_ref().clone(),
+            request.metadata(),
+            received,
+        );
+        Box::pin(async move { result.map(Response::new).map_err(status_of) })
     }
 }
 
 fn status_of(error: IngestError) -> Status {
     match error {
-        IngestError::Malformed(e) => {
-            Status::invalid_argument(format!("malformed ReportRequest: {e}"))
+        IngestError::Malformed(_) | IngestError::MalformedOtlp(_) => {
+            Status::invalid_argument(error.to_string())
         }
         IngestError::Unavailable(PushError::Closed) => {
             Status::unavailable("satellite is shutting down; retry")

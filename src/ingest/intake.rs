@@ -9,14 +9,18 @@ use super::auth::TokenPolicy;
 use crate::pipeline::{BatchKey, Protocol, PushError, Ring};
 use crate::telemetry::{self, DropReason};
 use crate::wire::WireError;
-use crate::wire::report::scan_report;
+use crate::wire::otlp::{OtlpError, scan_export};
+use crate::wire::report::{SpanRuns, scan_report};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The body is not a well-formed report.
-    #[error("malformed report: {0}")]
+    /// The body is not a well-formed Lightstep report.
+    #[error("malformed ReportRequest: {0}")]
     Malformed(#[from] WireError),
+    /// The body is not a well-formed OTLP export.
+    #[error("malformed ExportTraceServiceRequest: {0}")]
+    MalformedOtlp(#[from] OtlpError),
     /// The buffer has no room (or is draining): the client should retry later.
     #[error("cannot accept report now: {0}")]
     Unavailable(#[from] PushError),
@@ -36,6 +40,7 @@ pub struct Intake {
     tokens: TokenPolicy,
     max_run_bytes: usize,
     lightstep: ProtocolCounters,
+    otlp: ProtocolCounters,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,7 @@ impl Intake {
             tokens,
             max_run_bytes,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
+            otlp: ProtocolCounters::new(Protocol::Otlp),
         }
     }
 
@@ -89,9 +95,8 @@ impl Intake {
         })?;
         counters.reports.increment(1);
         counters.client_dropped.increment(scan.client_dropped_spans);
-        let spans = scan.spans.count;
-        if spans == 0 {
-            return Ok(Accepted { spans });
+        if scan.spans.count == 0 {
+            return Ok(Accepted { spans: 0 });
         }
         let key = BatchKey {
             protocol: Protocol::Lightstep,
@@ -101,21 +106,58 @@ impl Intake {
             reporter: scan.reporter,
             timestamp_offset_micros: scan.timestamp_offset_micros,
         };
+        self.admit(counters, key, scan.spans, body.len())
+    }
+
+    /// Takes one encoded OTLP `ExportTraceServiceRequest`; OTLP carries its token only in
+    /// the transport's `lightstep-access-token` header.
+    pub fn otlp_export(
+        &self,
+        body: Bytes,
+        header_token: Option<&[u8]>,
+    ) -> Result<Accepted, IngestError> {
+        let counters = &self.otlp;
+        let spans = scan_export(&body, self.max_run_bytes).inspect_err(|error| {
+            counters.malformed.increment(1);
+            tracing::debug!(%error, "refused malformed OTLP export");
+        })?;
+        counters.reports.increment(1);
+        if spans.count == 0 {
+            return Ok(Accepted { spans: 0 });
+        }
+        let key = BatchKey {
+            protocol: Protocol::Otlp,
+            token: self.tokens.resolve(None, header_token),
+            reporter: Bytes::new(),
+            timestamp_offset_micros: 0,
+        };
+        self.admit(counters, key, spans, body.len())
+    }
+
+    /// Charges the buffer for a request of `charge_bytes` and pushes its spans.
+    fn admit(
+        &self,
+        counters: &ProtocolCounters,
+        key: BatchKey,
+        spans: SpanRuns,
+        charge_bytes: usize,
+    ) -> Result<Accepted, IngestError> {
+        let count = spans.count;
         // The span slices keep the whole request buffer alive, so that is what is charged.
         let pushed = self
             .ring
-            .reserve(body.len(), u64::from(spans))
-            .and_then(|charge| self.ring.push(key, scan.spans, charge));
+            .reserve(charge_bytes, u64::from(count))
+            .and_then(|charge| self.ring.push(key, spans, charge));
         if let Err(error) = pushed {
             counters.refused.increment(1);
             let reason = match error {
                 PushError::Full { .. } => DropReason::BufferFull,
                 PushError::Closed => DropReason::Shutdown,
             };
-            telemetry::count_dropped(reason, u64::from(spans));
+            telemetry::count_dropped(reason, u64::from(count));
             return Err(error.into());
         }
-        counters.spans.increment(u64::from(spans));
-        Ok(Accepted { spans })
+        counters.spans.increment(u64::from(count));
+        Ok(Accepted { spans: count })
     }
 }

@@ -7,12 +7,14 @@
 pub mod auth;
 pub mod conn;
 pub mod grpc;
+pub mod http;
 pub mod intake;
+pub mod otlp;
 
 use std::sync::Arc;
 
+use grpc::{GrpcIngest, IngestMethod};
 pub use intake::{Accepted, IngestError, Intake};
-use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -34,36 +36,51 @@ pub struct IngestRoutes {
     pub health: HealthReporter,
 }
 
-/// Builds every ingest route: `CollectorService/Report`, gRPC health and reflection (v1 and
-/// v1alpha, so `grpcurl` and `ghz` need no proto files).
+/// Builds every ingest route: `CollectorService/Report`, OTLP `TraceService/Export`, gRPC
+/// health and reflection (v1 and v1alpha, so `grpcurl` and `ghz` need no proto files).
 pub async fn router(
     intake: Arc<Intake>,
     max_message_bytes: usize,
 ) -> Result<IngestRoutes, RouterError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(grpc::CollectorService::NAME, ServingStatus::Serving)
-        .await;
+    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    // Advertise only what is served: the OTLP descriptors also hold logs and metrics services.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(COLLECTOR_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(grpc::Report::SERVICE)
+            .with_service_name(otlp::Export::SERVICE)
+            .with_service_name("grpc.health.v1.Health")
     };
-    let router =
-        tonic::service::Routes::new(grpc::CollectorService::new(intake, max_message_bytes))
-            .add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .prepare()
-            .into_axum_router();
+    let report = GrpcIngest::<grpc::Report>::new(intake.clone(), max_message_bytes);
+    let export = GrpcIngest::<otlp::Export>::new(intake.clone(), max_message_bytes);
+    let router = tonic::service::Routes::new(report)
+        .add_service(export)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .prepare()
+        .into_axum_router()
+        .merge(otlp::http::routes(intake, max_message_bytes))
+        // Bodies are limited per route, after decompression, in `http::decoded_body`.
+        .layer(axum::extract::DefaultBodyLimit::max(max_message_bytes))
+        .fallback(http::fallback);
     Ok(IngestRoutes { router, health })
 }
 
 /// Marks every ingest service NOT_SERVING (shutdown has begun).
 pub async fn stop_serving(health: &HealthReporter) {
-    health
-        .set_service_status(grpc::CollectorService::NAME, ServingStatus::NotServing)
-        .await;
+    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

@@ -161,6 +161,8 @@ impl<S: BatchSink> Batcher<S> {
                 );
                 Bytes::from(header)
             }
+            // Each run is whole `resource_spans` fields: the request needs no header.
+            Protocol::Otlp => Bytes::new(),
         };
         let batch = Batch {
             key,

@@ -19,6 +19,8 @@ use crate::wire::report::SpanRuns;
 pub enum Protocol {
     /// Lightstep collector `ReportRequest`.
     Lightstep,
+    /// OTLP `ExportTraceServiceRequest`.
+    Otlp,
 }
 
 impl Protocol {
@@ -26,6 +28,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Lightstep => "lightstep",
+            Protocol::Otlp => "otlp",
         }
     }
 }
@@ -37,9 +40,10 @@ pub struct BatchKey {
     pub protocol: Protocol,
     /// The access token the batch is sent with (already resolved against the configured one).
     pub token: Bytes,
-    /// The encoded `Reporter`: a Lightstep request has exactly one.
+    /// The encoded `Reporter`: a Lightstep request has exactly one (empty for OTLP, whose
+    /// resources travel inside each `ResourceSpans`).
     pub reporter: Bytes,
-    /// The reporter's clock offset, sent once per request.
+    /// The reporter's clock offset, sent once per request (0 for OTLP).
     pub timestamp_offset_micros: i64,
 }
 

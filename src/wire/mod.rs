@@ -4,6 +4,7 @@
 //! decodes a span: scanners hand out `Bytes` slices of the buffer they were given. Errors are
 //! small plain values; callers turn them into protocol statuses.
 
+pub mod otlp;
 pub mod report;
 
 use bytes::Bytes;

@@ -24,6 +24,13 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
 pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 
 // ---------------------------------------------------------------------------------------------
 // The cubesat process.
@@ -198,6 +205,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// One request the upstream received.
 #[derive(Debug, Clone)]
 pub struct Captured {
+    /// The gRPC path: Report or Export.
+    pub path: String,
     pub token_header: Option<String>,
     pub authority: String,
     pub raw: Bytes,
@@ -205,7 +214,13 @@ pub struct Captured {
 
 impl Captured {
     pub fn decode(&self) -> pb::ReportRequest {
+        assert_eq!(self.path, REPORT_PATH);
         pb::ReportRequest::decode(self.raw.clone()).expect("upstream got a valid ReportRequest")
+    }
+
+    pub fn decode_otlp(&self) -> ExportTraceServiceRequest {
+        assert_eq!(self.path, EXPORT_PATH);
+        ExportTraceServiceRequest::decode(self.raw.clone()).expect("upstream got a valid export")
     }
 }
 
@@ -270,7 +285,9 @@ impl Capture {
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
                 .unwrap();
         }
-        let router = server.add_service(CaptureService(self.clone()));
+        let router = server
+            .add_service(CaptureService(self.clone()))
+            .add_service(CaptureOtlp(CaptureService(self.clone())));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
             let _ = router
@@ -290,10 +307,50 @@ impl Capture {
         self.received.lock().unwrap().clone()
     }
 
-    /// Every span received, in arrival order, with the request it came in.
+    /// Every OTLP span received, with its resource and the request it came in.
+    pub fn otlp_spans(&self) -> Vec<(OtlpSpan, Resource, Captured)> {
+        let mut out = Vec::new();
+        for c in self
+            .requests()
+            .into_iter()
+            .filter(|c| c.path == EXPORT_PATH)
+        {
+            for rs in c.decode_otlp().resource_spans {
+                let resource = rs.resource.unwrap_or_default();
+                for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    out.push((span, resource.clone(), c.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until at least `n` OTLP spans have arrived.
+    pub async fn wait_otlp_spans(
+        &self,
+        n: usize,
+        within: Duration,
+    ) -> Vec<(OtlpSpan, Resource, Captured)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let spans = self.otlp_spans();
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upstream got {} OTLP spans, wanted {n}",
+                spans.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every Lightstep span received, in arrival order, with the request it came in.
     pub fn spans(&self) -> Vec<(pb::Span, Captured)> {
         self.requests()
             .into_iter()
+            .filter(|c| c.path == REPORT_PATH)
             .flat_map(|c| {
                 let req = c.decode();
                 req.spans.into_iter().map(move |s| (s, c.clone()))
@@ -326,6 +383,28 @@ impl NamedService for CaptureService {
     const NAME: &'static str = "lightstep.collector.CollectorService";
 }
 
+/// The same capture, mounted under OTLP's service name.
+#[derive(Clone)]
+struct CaptureOtlp(CaptureService);
+
+impl NamedService for CaptureOtlp {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for CaptureOtlp {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 impl tower::Service<http::Request<tonic::body::Body>> for CaptureService {
@@ -344,19 +423,38 @@ impl tower::Service<http::Request<tonic::body::Body>> for CaptureService {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let path = req.uri().path().to_owned();
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawCodec::<pb::ReportResponse>::default())
-                .max_decoding_message_size(64 << 20);
-            Ok(grpc.unary(CaptureReport(capture, authority), req).await)
+            if path == EXPORT_PATH {
+                let method = CaptureReport::<ExportTraceServiceResponse>(
+                    capture,
+                    authority,
+                    path,
+                    std::marker::PhantomData,
+                );
+                let mut grpc = Grpc::new(RawCodec::<ExportTraceServiceResponse>::default())
+                    .max_decoding_message_size(64 << 20);
+                Ok(grpc.unary(method, req).await)
+            } else {
+                let method = CaptureReport::<pb::ReportResponse>(
+                    capture,
+                    authority,
+                    path,
+                    std::marker::PhantomData,
+                );
+                let mut grpc = Grpc::new(RawCodec::<pb::ReportResponse>::default())
+                    .max_decoding_message_size(64 << 20);
+                Ok(grpc.unary(method, req).await)
+            }
         })
     }
 }
 
-struct CaptureReport(Capture, String);
+struct CaptureReport<R>(Capture, String, String, std::marker::PhantomData<fn() -> R>);
 
-impl UnaryService<Bytes> for CaptureReport {
-    type Response = pb::ReportResponse;
-    type Future = BoxFuture<Result<Response<pb::ReportResponse>, Status>>;
+impl<R: Message + Default + Send + 'static> UnaryService<Bytes> for CaptureReport<R> {
+    type Response = R;
+    type Future = BoxFuture<Result<Response<R>, Status>>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         let answer = *self.0.answer.lock().unwrap();
@@ -368,11 +466,12 @@ impl UnaryService<Bytes> for CaptureReport {
             .get("lightstep-access-token")
             .map(|v| v.to_str().unwrap().to_owned());
         self.0.received.lock().unwrap().push(Captured {
+            path: self.2.clone(),
             token_header,
             authority: self.1.clone(),
             raw: req.into_inner(),
         });
-        Box::pin(async { Ok(Response::new(pb::ReportResponse::default())) })
+        Box::pin(async { Ok(Response::new(R::default())) })
     }
 }
 
@@ -624,4 +723,29 @@ pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         p.join("server.pem"),
         p.join("server-key.pem"),
     )
+}
+
+/// An HTTP/1.1 POST: (status, body as text).
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    content_encoding: Option<&str>,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut request =
+        http::Request::post(format!("http://{addr}{path}")).header("content-type", content_type);
+    if let Some(encoding) = content_encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
