@@ -33,12 +33,31 @@ fn python() -> String {
 
 /// Runs the SDK client; returns the spans it says it sent.
 async fn send_with_sdk(protocol: &str, endpoint: String, token: &str) -> Vec<Value> {
+    send_with_sdk_tls(protocol, endpoint, token, None).await
+}
+
+/// Runs the SDK client, trusting `ca` for an https endpoint.
+async fn send_with_sdk_tls(
+    protocol: &str,
+    endpoint: String,
+    token: &str,
+    ca: Option<&std::path::Path>,
+) -> Vec<Value> {
     let python = python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_send.py");
-    let (protocol, token) = (protocol.to_owned(), token.to_owned());
+    let mut args = vec![
+        script.to_owned(),
+        protocol.to_owned(),
+        endpoint,
+        token.to_owned(),
+    ];
+    args.extend(ca.map(|p| p.display().to_string()));
+    // `requests` lets these override the exporter's own CA file; the SDK must use ours.
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
-            .args([script, &protocol, &endpoint, &token])
+            .args(args)
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
             .output()
             .unwrap()
     })
@@ -326,4 +345,52 @@ async fn gzip_otlp_http_is_accepted() {
     assert_eq!(status, 200, "{body}");
     let spans = capture.wait_otlp_spans(1, Duration::from_secs(10)).await;
     assert_eq!(spans[0].0.name, "zipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_port_serves_grpc_over_h2_and_otlp_http_over_http1() {
+    let (_dir, ca, cert, key) = dev_certs();
+    let capture = Capture::default();
+    let upstream = capture.serve("127.0.0.1:0", None).await;
+    let url = format!("http://{}", upstream.addr);
+    let cubesat = Cubesat::serve(&[
+        "--upstream",
+        &url,
+        "--batch-timeout",
+        "100ms",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let port = cubesat.tls.unwrap().port();
+    let grpc = send_with_sdk_tls(
+        "grpc",
+        format!("https://localhost:{port}"),
+        "tls-grpc",
+        Some(&ca),
+    )
+    .await;
+    let http = send_with_sdk_tls(
+        "http",
+        format!("https://localhost:{port}/v1/traces"),
+        "tls-http",
+        Some(&ca),
+    )
+    .await;
+    let received = capture
+        .wait_otlp_spans(grpc.len() + http.len(), Duration::from_secs(10))
+        .await;
+    for (sent, token) in [(grpc, "tls-grpc"), (http, "tls-http")] {
+        for span in sent {
+            let (_, _, request) = received
+                .iter()
+                .find(|(s, _, _)| hex(&s.span_id) == span["span_id"])
+                .expect("span arrived");
+            assert_eq!(request.token_header.as_deref(), Some(token));
+        }
+    }
 }

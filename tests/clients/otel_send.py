@@ -1,6 +1,9 @@
 """Sends a small nested trace to cubesat with the real OpenTelemetry Python SDK.
 
-Usage: otel_send.py grpc|http ENDPOINT TOKEN
+Usage: otel_send.py grpc|http ENDPOINT TOKEN [CA_FILE]
+
+With CA_FILE the endpoint is https:// and the exporter trusts that CA (gRPC over TLS
+negotiates h2 by ALPN; the HTTP exporter negotiates HTTP/1.1).
 
 Prints, as JSON on stdout, every span it sent (hex ids, kind, status, attributes, events),
 so the Rust test can check what the upstream received field by field. Exits 1 if the
@@ -20,15 +23,23 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 def main() -> int:
     protocol, endpoint, token = sys.argv[1:4]
+    ca_file = sys.argv[4] if len(sys.argv) > 4 else None
     headers = {"lightstep-access-token": token}
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)
+        if ca_file:
+            import grpc
+
+            with open(ca_file, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            exporter = OTLPSpanExporter(endpoint=endpoint, credentials=credentials, headers=headers)
+        else:
+            exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers)
+        exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, certificate_file=ca_file)
 
     memory = InMemorySpanExporter()
     provider = TracerProvider(
