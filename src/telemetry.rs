@@ -47,6 +47,8 @@ pub enum DropReason {
     Shutdown,
     /// Developer mode without `--upstream`: nowhere to send spans to.
     NoUpstream,
+    /// A streamed upload was cut off inside a span.
+    Truncated,
 }
 
 impl DropReason {
@@ -58,6 +60,7 @@ impl DropReason {
             DropReason::RetryExhausted => "retry_exhausted",
             DropReason::Shutdown => "shutdown",
             DropReason::NoUpstream => "no_upstream",
+            DropReason::Truncated => "truncated",
         }
     }
 }

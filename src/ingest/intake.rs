@@ -10,7 +10,7 @@ use crate::pipeline::{BatchKey, Protocol, PushError, Ring};
 use crate::telemetry::{self, DropReason};
 use crate::wire::WireError;
 use crate::wire::otlp::{OtlpError, scan_export};
-use crate::wire::report::{SpanRuns, scan_report};
+use crate::wire::report::{ReportScan, SpanRuns, scan_report};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,19 @@ impl Intake {
             counters.malformed.increment(1);
             tracing::debug!(%error, "refused malformed report");
         })?;
+        let charge = body.len();
+        self.lightstep_scanned(scan, header_token, charge)
+    }
+
+    /// Takes a Lightstep report already split into its parts (a streamed upload's header
+    /// fields and the spans that have arrived so far); `charge_bytes` is the memory it holds.
+    pub fn lightstep_scanned(
+        &self,
+        scan: ReportScan,
+        header_token: Option<&[u8]>,
+        charge_bytes: usize,
+    ) -> Result<Accepted, IngestError> {
+        let counters = &self.lightstep;
         counters.reports.increment(1);
         counters.client_dropped.increment(scan.client_dropped_spans);
         if scan.spans.count == 0 {
@@ -106,7 +119,12 @@ impl Intake {
             reporter: scan.reporter,
             timestamp_offset_micros: scan.timestamp_offset_micros,
         };
-        self.admit(counters, key, scan.spans, body.len())
+        self.admit(counters, key, scan.spans, charge_bytes)
+    }
+
+    /// Counts spans lost because their stream was cut off mid-span.
+    pub fn lightstep_truncated(&self, spans: u64) {
+        telemetry::count_dropped(DropReason::Truncated, spans);
     }
 
     /// Takes one encoded OTLP `ExportTraceServiceRequest`; OTLP carries its token only in

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod intake;
 pub mod otlp;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -67,7 +68,13 @@ pub async fn router(
         .add_service(reflection().build_v1alpha()?)
         .prepare()
         .into_axum_router()
-        .merge(otlp::http::routes(intake, max_message_bytes))
+        .merge(
+            axum::Router::new()
+                .merge(otlp::http::routes(intake.clone(), max_message_bytes))
+                .merge(http::lightstep::routes(intake, max_message_bytes))
+                // Browser tracers post cross-origin; gRPC routes need no CORS.
+                .layer(http::cors()),
+        )
         // Bodies are limited per route, after decompression, in `http::decoded_body`.
         .layer(axum::extract::DefaultBodyLimit::max(max_message_bytes))
         .fallback(http::fallback);

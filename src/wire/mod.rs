@@ -249,6 +249,16 @@ impl Field {
     }
 }
 
+/// Field number and total size (tag included) of the field at the start of `buf`, or `None`
+/// while `buf` holds only part of it: for reading a message that arrives in pieces.
+pub fn complete_field(buf: &[u8]) -> Result<Option<(u32, usize)>, WireError> {
+    match Fields::within(buf, 0, buf.len()).next() {
+        None | Some(Err(WireError::Truncated { .. })) => Ok(None),
+        Some(Err(other)) => Err(other),
+        Some(Ok(field)) => Ok(Some((field.number, field.end))),
+    }
+}
+
 /// Slices `buf[start..end]` without copying.
 #[inline]
 pub fn slice(buf: &Bytes, (start, end): (usize, usize)) -> Bytes {
@@ -312,6 +322,17 @@ mod tests {
             Err(WireError::Truncated { field: 3 })
         );
         assert!(fields.next().is_none());
+    }
+
+    #[test]
+    fn complete_field_waits_for_the_whole_field() {
+        let buf = [0x1a, 0x03, b'a', b'b', b'c', 0x28];
+        for cut in 0..5 {
+            assert_eq!(complete_field(&buf[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(complete_field(&buf), Ok(Some((3, 5))));
+        assert_eq!(complete_field(&buf[5..]), Ok(None));
+        assert_eq!(complete_field(&[0x00]), Err(WireError::ZeroField));
     }
 
     #[test]

@@ -124,6 +124,24 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
     Ok(scan)
 }
 
+/// Checks that `field` is exactly one whole `spans` field (tag `0x1A`) with sound framing:
+/// how a span that arrived on its own (one chunk of a streamed upload) is admitted.
+pub fn check_span_field(field: &[u8]) -> Result<(), WireError> {
+    let mut fields = Fields::new(field);
+    let span = fields
+        .next()
+        .ok_or(WireError::Truncated { field: SPANS })??;
+    let (start, end) = span.len_range()?;
+    if span.number != SPANS || span.end != field.len() {
+        return Err(WireError::UnexpectedWireType {
+            field: span.number,
+            wire_type: LEN,
+            expected: LEN,
+        });
+    }
+    check_framing(field, start, end)
+}
+
 /// Walks a span's top-level fields so a cut or garbled span is refused at the door instead of
 /// poisoning an upstream batch.
 #[inline]
