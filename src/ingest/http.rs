@@ -173,7 +173,7 @@ pub async fn fallback(request: axum::extract::Request) -> Response {
     text_error(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {} {}: cubesat ingests gRPC Report/Export, POST /api/v2/reports and POST /v1/traces",
+            "no route {} {}: cubesat ingests gRPC Report/Export, POST /api/v2/reports, /api/v0/reports, /_rpc/v1/reports/binary and /v1/traces",
             request.method(),
             request.uri().path()
         ),

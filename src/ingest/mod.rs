@@ -11,6 +11,7 @@ pub mod http;
 pub mod intake;
 pub mod otlp;
 pub mod stream;
+pub mod thrift;
 
 use std::sync::Arc;
 
@@ -71,6 +72,7 @@ pub async fn router(
         .merge(
             axum::Router::new()
                 .merge(otlp::http::routes(intake.clone(), max_message_bytes))
+                .merge(thrift::routes(intake.clone(), max_message_bytes))
                 .merge(http::lightstep::routes(intake, max_message_bytes))
                 // Browser tracers post cross-origin; gRPC routes need no CORS.
                 .layer(http::cors()),
