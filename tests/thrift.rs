@@ -422,6 +422,36 @@ async fn malformed_thrift_gets_400_with_a_message_while_others_arrive() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_thrift_tracers_get_cors() {
+    let (_capture, _upstream, cubesat) = start(&[]).await;
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let request = http::Request::options(format!("http://{}{JSON_PATH}", cubesat.ingest))
+        .header("origin", "http://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,lightstep-access-token",
+        )
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let headers = response.headers().clone();
+    let _ = response.into_body().collect().await;
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://shop.example"
+    );
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("lightstep-access-token"), "{allowed}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real tracers.
 
