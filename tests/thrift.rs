@@ -468,22 +468,38 @@ fn lightstep_python() -> String {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_lightstep_tracer_over_thrift_binary_arrives_intact() {
-    let (capture, _upstream, cubesat) = start(&[]).await;
+async fn check_python_thrift(tls: bool) {
+    let (_dir, ca, cert, key) = dev_certs();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls_args = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    let (capture, _upstream, cubesat) = start(if tls { &tls_args } else { &[] }).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/lightstep_send.py"
     );
+    let (host, port, encryption) = if tls {
+        ("localhost", cubesat.tls.unwrap().port(), "tls")
+    } else {
+        ("127.0.0.1", cubesat.ingest.port(), "none")
+    };
     let mut cmd = Command::new(lightstep_python());
     cmd.args([
         script,
         "thrift",
-        "127.0.0.1",
-        &cubesat.ingest.port().to_string(),
+        host,
+        &port.to_string(),
         "tracer-token",
-        "none",
+        encryption,
     ]);
+    // Thrift's HTTP client uses Python's default TLS context, which trusts this file.
+    cmd.env("SSL_CERT_FILE", &ca);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -540,6 +556,16 @@ async fn python_lightstep_tracer_over_thrift_binary_arrives_intact() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_lightstep_tracer_over_thrift_binary_arrives_intact() {
+    check_python_thrift(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_lightstep_tracer_over_thrift_binary_and_tls_arrives_intact() {
+    check_python_thrift(true).await;
 }
 
 fn node_modules() -> String {

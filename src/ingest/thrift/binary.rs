@@ -401,6 +401,28 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// Garbage and corrupted calls are errors or reports, never panics.
+        #[test]
+        fn corrupted_calls_never_panic(
+            at in 0usize..4096,
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..8),
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let _ = read_call(&garbage);
+            let mut call = python_like_call(1);
+            let at = at % call.len();
+            for (i, b) in bytes.iter().enumerate() {
+                if let Some(slot) = call.get_mut(at + i) {
+                    *slot = *b;
+                }
+            }
+            if let Ok(call) = read_call(&call) {
+                let _ = super::super::to_report_request(call.report, call.access_token);
+            }
+        }
+    }
+
     #[test]
     fn reads_a_report_call() {
         let call = read_call(&python_like_call(7)).unwrap();
