@@ -376,6 +376,12 @@ async fn malformed_thrift_gets_400_with_a_message_while_others_arrive() {
         assert!(reply.starts_with("Failed: "), "{reply}");
         assert!(reply.contains(message), "{path}: {reply} lacks {message:?}");
     }
+    assert_eq!(
+        cubesat
+            .metric("cubesat_reports_rejected_total{protocol=\"lightstep\",reason=\"malformed\"}")
+            .await,
+        7.0
+    );
     // A gzip body that is not gzip, and ones past the limit (before and after inflating).
     let gz = [
         ("content-encoding", "gzip"),

@@ -24,7 +24,9 @@ use serde::Deserialize;
 use super::auth;
 use super::http::{BodyError, body_status, collect_limited, decoded_body, status_of, text_error};
 use super::intake::{IngestError, Intake};
+use crate::pipeline::Protocol;
 use crate::proto::collector as pb;
+use crate::telemetry;
 
 /// Tag in which tracers name a span's parent on the Thrift transports.
 const PARENT_SPAN_GUID: &str = "parent_span_guid";
@@ -559,7 +561,17 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         let status = match &self {
             Refused::Body(error) => body_status(error),
-            Refused::Thrift(_) => StatusCode::BAD_REQUEST,
+            Refused::Thrift(error) => {
+                // The intake never sees these; count them as it counts its own malformed.
+                metrics::counter!(
+                    telemetry::REPORTS_REJECTED,
+                    "protocol" => Protocol::Lightstep.as_str(),
+                    "reason" => "malformed"
+                )
+                .increment(1);
+                tracing::debug!(%error, "refused malformed Thrift report");
+                StatusCode::BAD_REQUEST
+            }
             Refused::Ingest(error) => status_of(error),
         };
         text_error(status, self)
