@@ -73,8 +73,13 @@ def main() -> int:
             child.span.set_tag("db.type", "sql")
             record(child.span, "reserve stock", {"db.type": "sql"},
                    [(0, root.span.context)])
+        # Without ignore_active_span the bridge adds the active span as a second, identical
+        # CHILD_OF reference beside the explicit child_of.
         charge = tracer.start_span(
-            "charge card", child_of=root.span, tags={"amount": 4250, "error": False}
+            "charge card",
+            child_of=root.span,
+            tags={"amount": 4250, "error": False},
+            ignore_active_span=True,
         )
         charge.finish()
         record(charge, "charge card", {"amount": 4250, "error": False},
