@@ -5,13 +5,15 @@ Usage: streaming_send.py HOST PORT TOKEN SECONDS
 Needs the shim in tests/shim preloaded (LD_PRELOAD) on Python >= 3.10: the 2020 wheel parses
 its string arguments with `s#` and int lengths, which newer interpreters refuse.
 
-Makes a root span with typed tags and a structured log, a child of it (CHILD_OF through the
-active scope), a span started with an explicit `child_of`, and one with a FOLLOWS_FROM
-reference; then, for SECONDS seconds, one "tick" child span every 100 ms, so that the spans
+Makes a root span with typed tags, a structured log and a baggage item, a child of it
+(CHILD_OF through the active scope), a span started with an explicit `child_of`, one with a
+FOLLOWS_FROM reference, one renamed after its start and one continued from the root's
+injected text-map context (as a remote service would); then, for SECONDS seconds, one "tick" child span every 100 ms, so that the spans
 are spread over the recorder's periodic reconnects (8 streams, each replaced after 5-7 s).
 Flushes, closes the tracer and prints the spans it made as JSON: ids as decimal strings (as
 the C++ tracer writes them into ot-tracer-* headers, hex, converted here), references, tags
-with their Python types and log fields. Exits 1 if the recorder reports dropped spans or fewer
+with their Python types, log fields and baggage. Together these pass through every `s#`
+parser of the extension (the shim's whole surface). Exits 1 if the recorder reports dropped spans or fewer
 sent spans than were made.
 """
 
@@ -60,12 +62,17 @@ def main() -> int:
                 ],
                 "tags": tags,
                 "logs": list(logs),
+                "baggage": dict(span.context.baggage),
             }
         )
 
     root_tags = {"order.id": "o-1001", "items": 3, "total": 42.5, "express": True}
     root_log = {"event": "cart loaded", "cart.size": 3}
     with tracer.start_active_span("checkout") as root:
+        root.span.set_baggage_item("tenant", "acme")
+        if root.span.get_baggage_item("tenant") != "acme":
+            print("baggage item not readable", file=sys.stderr)
+            return 1
         for key, value in root_tags.items():
             root.span.set_tag(key, value)
         root.span.log_kv(root_log)
@@ -91,6 +98,16 @@ def main() -> int:
         )
         email.finish()
         record(email, "send receipt", {}, [(1, root.span.context)])
+        coupon = tracer.start_span("draft", ignore_active_span=True)
+        coupon.set_operation_name("apply coupon")
+        coupon.finish()
+        record(coupon, "apply coupon", {})
+        carrier = {}
+        tracer.inject(root.span.context, opentracing.Format.TEXT_MAP, carrier)
+        incoming = tracer.extract(opentracing.Format.TEXT_MAP, carrier)
+        remote = tracer.start_span("remote audit", child_of=incoming, ignore_active_span=True)
+        remote.finish()
+        record(remote, "remote audit", {}, [(0, incoming)])
         record(root.span, "checkout", root_tags, logs=[root_log])
 
         deadline = time.monotonic() + float(seconds)
