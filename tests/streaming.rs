@@ -316,8 +316,9 @@ async fn streaming_recorder_spans_survive_its_periodic_reconnects() {
     let (relay, connections) = recording_relay(cubesat.ingest).await;
     let started = SystemTime::now();
     let started_at = Instant::now();
-    // Long enough for each of the 8 first uploads (5-7 s each) to be replaced.
-    let made = send_with_recorder(relay, 8.0).await;
+    // Long enough for each of the 8 first uploads (5-7 s each) to be replaced, with 2 s to
+    // spare before the tracer closes, and too short for the replacements (5 s and more).
+    let made = send_with_recorder(relay, 9.0).await;
     capture
         .wait_spans(made.len(), Duration::from_secs(10))
         .await;
@@ -350,7 +351,7 @@ async fn streaming_recorder_spans_survive_its_periodic_reconnects() {
     }
     let received = capture.spans();
     check_spans(&made, &received, started);
-    // The ticks were made over 8 s: they left in many upstream batches, not one at the end.
+    // The ticks were made over 9 s: they left in many upstream batches, not one at the end.
     let batches = capture
         .requests()
         .iter()
