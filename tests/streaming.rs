@@ -284,7 +284,14 @@ fn check_spans(made: &[Value], received: &[(pb::Span, Captured)], started: Syste
     }
 }
 
-async fn assert_nothing_rejected(cubesat: &Cubesat) {
+/// cubesat counted `spans` received and nothing rejected or reported dropped by the client.
+async fn check_counters(cubesat: &Cubesat, spans: usize) {
+    assert_eq!(
+        cubesat
+            .metric("cubesat_spans_received_total{protocol=\"lightstep\"}")
+            .await,
+        spans as f64
+    );
     for series in [
         "cubesat_reports_rejected_total{protocol=\"lightstep\",reason=\"malformed\"}",
         "cubesat_reports_rejected_total{protocol=\"lightstep\",reason=\"unavailable\"}",
@@ -307,7 +314,7 @@ async fn streaming_recorder_spans_arrive_intact() {
     // Anything later would be a duplicate.
     tokio::time::sleep(Duration::from_millis(300)).await;
     check_spans(&made, &capture.spans(), started);
-    assert_nothing_rejected(&cubesat).await;
+    check_counters(&cubesat, made.len()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,5 +365,5 @@ async fn streaming_recorder_spans_survive_its_periodic_reconnects() {
         .filter(|r| r.path == REPORT_PATH)
         .count();
     assert!(batches > 3, "{batches} upstream requests");
-    assert_nothing_rejected(&cubesat).await;
+    check_counters(&cubesat, made.len()).await;
 }
