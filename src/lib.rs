@@ -20,6 +20,7 @@
 //! | [`wire`] | protobuf scanning and framing |
 //! | [`pipeline`] | the ring buffer and batchers |
 //! | [`forward`] | the upstream client |
+//! | [`translate`] | Lightstep <-> OTLP, when `--upstream-protocol` forces one protocol |
 //! | [`admin`] | `/_ready`, `/_live`, `/metrics`, `/diagnostics` |
 
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod translate;
 pub mod wire;
 
 use std::future::Future;
