@@ -119,11 +119,10 @@ pub async fn run(
         let batcher = Batcher::new(config.batch, exporter.clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
-    let intake = Arc::new(Intake::new(
-        ring.clone(),
-        config.tokens.clone(),
-        config.batch.max_bytes,
-    ));
+    let intake = Arc::new(
+        Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
+            .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced())),
+    );
     let routes = ingest::router(intake, config.max_message_bytes).await?;
 
     let limits = ConnLimits {
