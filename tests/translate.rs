@@ -591,3 +591,84 @@ async fn malformed_input_is_refused_and_other_clients_still_arrive() {
     let spans = capture.wait_otlp_spans(3, Duration::from_secs(10)).await;
     assert_eq!(spans.len(), 3);
 }
+
+fn chunk(payload: &[u8], padded: bool) -> Vec<u8> {
+    let mut out = if padded {
+        format!("{:08x}\r\n", payload.len())
+    } else {
+        format!("{:X}\r\n", payload.len())
+    }
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpp_streaming_upload_reaches_an_otlp_upstream_while_open() {
+    use std::io::{Read, Write};
+    let (capture, _upstream, cubesat) = start("otlp").await;
+    let header = pb::ReportRequest {
+        reporter: Some(envoy_reporter("cpp-service", 5)),
+        internal_metrics: Some(pb::InternalMetrics {
+            counts: vec![pb::MetricsSample {
+                name: "spans.dropped".into(),
+                value: Some(pb::metrics_sample::Value::IntValue(4)),
+            }],
+            ..Default::default()
+        }),
+        timestamp_offset_micros: 1_000,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let fields: Vec<Vec<u8>> = (1..=4).map(|id| envoy_span_field(77, id, 0)).collect();
+    let mut stream = std::net::TcpStream::connect(cubesat.ingest).unwrap();
+    stream
+        .write_all(b"POST /api/v2/reports HTTP/1.1\r\nHost:      localhost\r\nConnection:close\r\nContent-Type:application/octet-stream\r\nTransfer-Encoding:chunked\r\n\r\n")
+        .unwrap();
+    stream.write_all(&chunk(&header, false)).unwrap();
+    for field in &fields[..2] {
+        stream.write_all(&chunk(field, true)).unwrap();
+    }
+    // Still open: the first spans are already translated and on their way.
+    capture.wait_otlp_spans(2, Duration::from_secs(10)).await;
+    for field in &fields[2..] {
+        stream.write_all(&chunk(field, true)).unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
+
+    let received = capture.wait_otlp_spans(4, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 4);
+    for field in &fields {
+        let sent = span_of_field(field);
+        let id = sent.span_context.as_ref().unwrap().span_id;
+        let (span, resource, request) = received
+            .iter()
+            .find(|(s, _, _)| s.span_id == id.to_be_bytes())
+            .unwrap_or_else(|| panic!("span {id} did not arrive"));
+        assert_eq!(request.token_header.as_deref(), Some(TOKEN));
+        assert_eq!(span.trace_id, padded(77));
+        // The C++ reference names span 0: no parent.
+        assert!(span.parent_span_id.is_empty());
+        // The stream's clock offset (+1 ms) is applied.
+        let ts = sent.start_timestamp.unwrap();
+        let start = ts.seconds as u64 * 1_000_000_000 + ts.nanos as u64 + 1_000_000;
+        assert_eq!(span.start_time_unix_nano, start);
+        assert_eq!(
+            attr(&resource.attributes, "service.name"),
+            Some(&ostr("cpp-service"))
+        );
+    }
+    assert_eq!(
+        cubesat
+            .metric("cubesat_client_dropped_spans_total{protocol=\"lightstep\"}")
+            .await,
+        4.0
+    );
+}
