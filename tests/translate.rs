@@ -74,10 +74,14 @@ async fn run_client(python: String, args: Vec<String>) -> Vec<Value> {
 }
 
 async fn start(upstream_protocol: &str) -> (Capture, CaptureServer, Cubesat) {
+    start_with(upstream_protocol, &[]).await
+}
+
+async fn start_with(upstream_protocol: &str, extra: &[&str]) -> (Capture, CaptureServer, Cubesat) {
     let capture = Capture::default();
     let upstream = capture.serve("127.0.0.1:0", None).await;
     let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
+    let mut args = vec![
         "--upstream",
         &url,
         "--upstream-protocol",
@@ -86,7 +90,9 @@ async fn start(upstream_protocol: &str) -> (Capture, CaptureServer, Cubesat) {
         TOKEN,
         "--batch-timeout",
         "100ms",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let cubesat = Cubesat::serve(&args);
     cubesat.wait_ready(200, Duration::from_secs(10)).await;
     (capture, upstream, cubesat)
 }

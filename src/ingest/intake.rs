@@ -208,10 +208,11 @@ impl Intake {
         for run in &scan.spans.runs {
             report.extend_from_slice(run);
         }
-        let translated = translate::report_bytes_to_export(&report).inspect_err(|error| {
-            counters.untranslatable.increment(1);
-            tracing::debug!(%error, "refused untranslatable report");
-        })?;
+        let translated = translate::report_bytes_to_export(&report, self.max_run_bytes)
+            .inspect_err(|error| {
+                counters.untranslatable.increment(1);
+                tracing::debug!(%error, "refused untranslatable report");
+            })?;
         let spans = scan_export(&translated.body, self.max_run_bytes)?;
         let key = BatchKey {
             protocol: Protocol::Otlp,

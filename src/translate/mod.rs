@@ -76,6 +76,8 @@ mod to_lightstep;
 mod to_otlp;
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
 pub use lenient::{decode_export, decode_report};
@@ -150,10 +152,15 @@ pub struct Translated {
     pub spans: u32,
 }
 
-/// Decodes an encoded `ReportRequest` leniently and encodes its OTLP translation.
-pub fn report_bytes_to_export(body: &[u8]) -> Result<Translated, TranslateError> {
+/// Decodes an encoded `ReportRequest` leniently and encodes its OTLP translation, its
+/// resource split so that no `ResourceSpans` passes `max_resource_bytes` (see
+/// [`split_resource_spans`]; `usize::MAX` keeps one).
+pub fn report_bytes_to_export(
+    body: &[u8],
+    max_resource_bytes: usize,
+) -> Result<Translated, TranslateError> {
     let report = decode_report(body)?;
-    let export = report_to_export(&report);
+    let export = split_resource_spans(report_to_export(&report), max_resource_bytes);
     Ok(Translated {
         body: Bytes::from(export.encode_to_vec()),
         spans: report.spans.len() as u32,
@@ -171,6 +178,62 @@ pub fn export_bytes_to_reports(body: &[u8]) -> Result<Vec<Translated>, Translate
             body: Bytes::from(report.encode_to_vec()),
         })
         .collect())
+}
+
+/// Splits each `ResourceSpans` whose encoding is larger than `max_bytes` into several with
+/// the same resource and scope, in span order, none larger than `max_bytes` unless a single
+/// span is. The intake cuts a translated report into runs of at most the batch size this
+/// way, as the wire scanner cuts native reports' span runs.
+pub fn split_resource_spans(
+    export: ExportTraceServiceRequest,
+    max_bytes: usize,
+) -> ExportTraceServiceRequest {
+    let mut out = Vec::with_capacity(export.resource_spans.len());
+    for rs in export.resource_spans {
+        if rs.encoded_len() <= max_bytes {
+            out.push(rs);
+            continue;
+        }
+        let shell = ResourceSpans {
+            resource: rs.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: rs.schema_url.clone(),
+        };
+        for ss in rs.scope_spans {
+            let scope = ScopeSpans {
+                scope: ss.scope.clone(),
+                spans: Vec::new(),
+                schema_url: ss.schema_url.clone(),
+            };
+            // Room for spans: what is left after the resource, the scope and their framing.
+            let overhead = shell.encoded_len() + scope.encoded_len() + 20;
+            let room = max_bytes.saturating_sub(overhead);
+            let mut piece = scope.clone();
+            let mut used = 0;
+            for span in ss.spans {
+                let len = span.encoded_len() + 1 + prost::length_delimiter_len(span.encoded_len());
+                if used + len > room && !piece.spans.is_empty() {
+                    let full = std::mem::replace(&mut piece, scope.clone());
+                    out.push(ResourceSpans {
+                        scope_spans: vec![full],
+                        ..shell.clone()
+                    });
+                    used = 0;
+                }
+                used += len;
+                piece.spans.push(span);
+            }
+            if !piece.spans.is_empty() {
+                out.push(ResourceSpans {
+                    scope_spans: vec![piece],
+                    ..shell.clone()
+                });
+            }
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: out,
+    }
 }
 
 /// The OTLP span kind of a `span.kind` tag value.

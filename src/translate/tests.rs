@@ -352,7 +352,7 @@ fn bad_otlp_ids_are_errors() {
 #[test]
 fn byte_level_functions_translate_and_count() {
     let report = python_like_report();
-    let out = report_bytes_to_export(&report.encode_to_vec()).unwrap();
+    let out = report_bytes_to_export(&report.encode_to_vec(), usize::MAX).unwrap();
     assert_eq!(out.spans, 1);
     let export = ExportTraceServiceRequest::decode(out.body).unwrap();
     assert_eq!(export, report_to_export(&report));
@@ -363,7 +363,7 @@ fn byte_level_functions_translate_and_count() {
     assert_eq!(out[0].spans, 1);
     let report = ls::ReportRequest::decode(out[0].body.clone()).unwrap();
     assert_eq!(vec![report], export_to_reports(&export).unwrap());
-    assert!(report_bytes_to_export(&[0x1a, 0x09]).is_err());
+    assert!(report_bytes_to_export(&[0x1a, 0x09], usize::MAX).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,14 +824,37 @@ proptest! {
 
     #[test]
     fn byte_translation_matches_typed_translation(report in ls_report()) {
-        let out = report_bytes_to_export(&report.encode_to_vec()).unwrap();
+        let out = report_bytes_to_export(&report.encode_to_vec(), usize::MAX).unwrap();
         prop_assert_eq!(out.spans as usize, report.spans.len());
         prop_assert_eq!(ExportTraceServiceRequest::decode(out.body).unwrap(), report_to_export(&report));
     }
 
     #[test]
+    fn splitting_keeps_every_span_in_order_within_the_limit(
+        export in otlp_export(),
+        max in 200usize..4000,
+    ) {
+        let split = split_resource_spans(export.clone(), max);
+        let spans = |e: &ExportTraceServiceRequest| -> Vec<(Option<Resource>, Span)> {
+            e.resource_spans
+                .iter()
+                .flat_map(|rs| {
+                    rs.scope_spans
+                        .iter()
+                        .flat_map(move |ss| ss.spans.iter().map(move |s| (rs.resource.clone(), s.clone())))
+                })
+                .collect()
+        };
+        prop_assert_eq!(spans(&split), spans(&export));
+        for rs in &split.resource_spans {
+            let single = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum::<usize>() == 1;
+            prop_assert!(single || rs.encoded_len() <= max, "{} > {max}", rs.encoded_len());
+        }
+    }
+
+    #[test]
     fn translation_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = report_bytes_to_export(&bytes);
+        let _ = report_bytes_to_export(&bytes, 64);
         let _ = export_bytes_to_reports(&bytes);
     }
 }
