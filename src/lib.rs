@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Spans travel as `Bytes` slices of the request that brought them: nothing on that path
-//! decodes or re-encodes a span. Beside the pipeline, not inside it: [`config`], [`tls`],
+//! decodes or re-encodes a span. The one exception is opt-in: when `--upstream-protocol` forces
+//! one protocol, the intake translates reports of the other one ([`translate`]) before they
+//! join the same path. Beside the pipeline, not inside it: [`config`], [`tls`],
 //! [`telemetry`], [`admin`] (readiness, metrics), [`listen`] and [`shutdown`].
 //!
 //! | module | owns |
