@@ -678,3 +678,27 @@ async fn a_cpp_streaming_upload_reaches_an_otlp_upstream_while_open() {
         4.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_otlp_strings_are_repaired_not_refused() {
+    let (capture, _upstream, cubesat) = start("lightstep").await;
+    let mut body = otlp_body(Vec::new());
+    // The span name "bad link": make its "k" an invalid UTF-8 byte.
+    let at = body.windows(8).position(|w| w == b"bad link").unwrap() + 7;
+    body[at] = 0xff;
+    assert!(
+        ExportTraceServiceRequest::decode(&body[..]).is_err(),
+        "really invalid"
+    );
+    let (status, reply) = post(
+        cubesat.ingest,
+        "/v1/traces",
+        "application/x-protobuf",
+        body,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let spans = capture.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(spans[0].0.operation_name, "bad lin\u{fffd}");
+}
