@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::ingest::auth::{AccessToken, TokenPolicy};
-use crate::pipeline::BatchLimits;
+use crate::pipeline::{BatchLimits, Protocol};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -78,6 +78,17 @@ pub enum UpstreamProtocol {
     Otlp,
 }
 
+impl UpstreamProtocol {
+    /// The one protocol every batch is sent in (others are translated), or `None` for `auto`.
+    pub fn forced(self) -> Option<Protocol> {
+        match self {
+            UpstreamProtocol::Auto => None,
+            UpstreamProtocol::Lightstep => Some(Protocol::Lightstep),
+            UpstreamProtocol::Otlp => Some(Protocol::Otlp),
+        }
+    }
+}
+
 /// Satellite flags (both modes). Every one also has an env var and a config-file key.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -103,7 +114,8 @@ pub struct Flags {
     /// Extra PEM CA bundle to trust for the upstream, besides the system roots.
     #[arg(long, env = "CUBESAT_UPSTREAM_CA", value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
-    /// Protocol of upstream requests.
+    /// Protocol of upstream requests: auto (each leaves as it arrived), or lightstep / otlp
+    /// (reports in the other protocol are translated) [default: auto].
     #[arg(long, env = "CUBESAT_UPSTREAM_PROTOCOL", value_name = "P")]
     pub upstream_protocol: Option<UpstreamProtocol>,
     /// Project access token for reports that do not carry a real one.
@@ -347,16 +359,7 @@ impl Config {
                     Some(path) => Some(read_ca(&path)?),
                     None => None,
                 },
-                protocol: match pick!(upstream_protocol).unwrap_or_default() {
-                    UpstreamProtocol::Auto => UpstreamProtocol::Auto,
-                    forced => {
-                        return Err(invalid(
-                            "upstream-protocol",
-                            format!("{forced:?}").to_lowercase(),
-                            "`auto` (each report leaves in the protocol it arrived in); forcing one protocol needs the Lightstep<->OTLP translation, which this build does not have yet",
-                        ));
-                    }
-                },
+                protocol: pick!(upstream_protocol).unwrap_or_default(),
                 request_timeout: positive(
                     "upstream-timeout",
                     pick!(upstream_timeout),
@@ -553,10 +556,6 @@ mod tests {
             (&["serve", "--tls-listen", "127.0.0.1:1"], "`tls-listen`"),
             (&["serve", "--batch-spans", "0"], "`batch-spans`"),
             (&["serve", "--buffer-bytes", "1MiB"], "`buffer-bytes`"),
-            (
-                &["serve", "--upstream-protocol", "otlp"],
-                "`upstream-protocol`",
-            ),
             (&["serve", "--upstream-ca", "/nope.pem"], "`upstream-ca`"),
         ];
         for (args, key) in cases {
@@ -565,6 +564,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn upstream_protocol_from_flag_and_file() {
+        let upstream = |c: Config| c.upstream.unwrap().protocol;
+        let c = Config::merge(Mode::Serve, Flags::default(), Flags::default()).unwrap();
+        assert_eq!(upstream(c), UpstreamProtocol::Auto);
+        let c = Config::merge(
+            Mode::Serve,
+            flags(&["serve", "--upstream-protocol", "otlp"]),
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(upstream(c).forced(), Some(Protocol::Otlp));
+        let file: Flags = toml::from_str("upstream-protocol = \"lightstep\"").unwrap();
+        let c = Config::merge(Mode::Serve, Flags::default(), file).unwrap();
+        assert_eq!(upstream(c).forced(), Some(Protocol::Lightstep));
     }
 
     #[test]

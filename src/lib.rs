@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Spans travel as `Bytes` slices of the request that brought them: nothing on that path
-//! decodes or re-encodes a span. Beside the pipeline, not inside it: [`config`], [`tls`],
+//! decodes or re-encodes a span. The one exception is opt-in: when `--upstream-protocol` forces
+//! one protocol, the intake translates reports of the other one ([`translate`]) before they
+//! join the same path. Beside the pipeline, not inside it: [`config`], [`tls`],
 //! [`telemetry`], [`admin`] (readiness, metrics), [`listen`] and [`shutdown`].
 //!
 //! | module | owns |
@@ -20,6 +22,7 @@
 //! | [`wire`] | protobuf scanning and framing |
 //! | [`pipeline`] | the ring buffer and batchers |
 //! | [`forward`] | the upstream client |
+//! | [`translate`] | Lightstep <-> OTLP, when `--upstream-protocol` forces one protocol |
 //! | [`admin`] | `/_ready`, `/_live`, `/metrics`, `/diagnostics` |
 
 pub mod admin;
@@ -32,6 +35,7 @@ pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod translate;
 pub mod wire;
 
 use std::future::Future;
@@ -117,11 +121,10 @@ pub async fn run(
         let batcher = Batcher::new(config.batch, exporter.clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
-    let intake = Arc::new(Intake::new(
-        ring.clone(),
-        config.tokens.clone(),
-        config.batch.max_bytes,
-    ));
+    let intake = Arc::new(
+        Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
+            .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced())),
+    );
     let routes = ingest::router(intake, config.max_message_bytes).await?;
 
     let limits = ConnLimits {

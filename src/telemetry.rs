@@ -11,6 +11,9 @@ pub const REPORTS_RECEIVED: &str = "cubesat_reports_received_total";
 pub const REPORTS_REJECTED: &str = "cubesat_reports_rejected_total";
 /// Spans accepted on ingest, by `protocol`.
 pub const SPANS_RECEIVED: &str = "cubesat_spans_received_total";
+/// Spans translated between protocols because `--upstream-protocol` forces one, by `from`
+/// and `to` protocol.
+pub const SPANS_TRANSLATED: &str = "cubesat_spans_translated_total";
 /// Spans the upstream accepted.
 pub const SPANS_FORWARDED: &str = "cubesat_spans_forwarded_total";
 /// Spans cubesat did not deliver, by `reason` (see [`DropReason`]).
@@ -81,6 +84,10 @@ pub fn describe() {
     );
     describe_counter!(SPANS_RECEIVED, "Spans accepted on ingest, by protocol.");
     describe_counter!(SPANS_FORWARDED, "Spans accepted by the upstream.");
+    describe_counter!(
+        SPANS_TRANSLATED,
+        "Spans translated into the forced upstream protocol, by from and to protocol."
+    );
     describe_counter!(SPANS_DROPPED, "Spans not delivered upstream, by reason.");
     describe_counter!(
         CLIENT_DROPPED_SPANS,

@@ -166,9 +166,9 @@ impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
 
 fn status_of(error: IngestError) -> Status {
     match error {
-        IngestError::Malformed(_) | IngestError::MalformedOtlp(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        IngestError::Malformed(_)
+        | IngestError::MalformedOtlp(_)
+        | IngestError::Untranslatable(_) => Status::invalid_argument(error.to_string()),
         IngestError::Unavailable(PushError::Closed) => {
             Status::unavailable("satellite is shutting down; retry")
         }

@@ -99,7 +99,9 @@ pub fn media_type(headers: &HeaderMap) -> String {
 /// The HTTP status for an ingest error.
 pub fn status_of(error: &IngestError) -> StatusCode {
     match error {
-        IngestError::Malformed(_) | IngestError::MalformedOtlp(_) => StatusCode::BAD_REQUEST,
+        IngestError::Malformed(_)
+        | IngestError::MalformedOtlp(_)
+        | IngestError::Untranslatable(_) => StatusCode::BAD_REQUEST,
         IngestError::Unavailable(PushError::Full { .. } | PushError::Closed) => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -1,16 +1,24 @@
 //! The one door into the pipeline, shared by every protocol handler: scan a report, resolve its
 //! token, count it, and push its span slices into the ring. Handlers only parse envelopes and
 //! map [`IngestError`] to their own statuses.
+//!
+//! When the upstream protocol is forced (`--upstream-protocol lightstep|otlp`) and a report
+//! arrives in the other one, this is where it is translated: decoded, translated by
+//! [`crate::translate`], re-encoded, and pushed through the target protocol's zero-copy path
+//! like any request of that protocol. With `auto` nothing is ever decoded.
 
 use bytes::Bytes;
 use metrics::Counter;
 
 use super::auth::TokenPolicy;
-use crate::pipeline::{BatchKey, Protocol, PushError, Ring};
+use crate::pipeline::{BatchKey, Charge, Protocol, PushError, Ring};
 use crate::telemetry::{self, DropReason};
+use crate::translate::{self, TranslateError};
 use crate::wire::WireError;
 use crate::wire::otlp::{OtlpError, scan_export};
-use crate::wire::report::{ReportScan, SpanRuns, scan_report};
+use crate::wire::report::{
+    ReportScan, SpanRuns, report_header_len, scan_report, write_report_header,
+};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +29,9 @@ pub enum IngestError {
     /// The body is not a well-formed OTLP export.
     #[error("malformed ExportTraceServiceRequest: {0}")]
     MalformedOtlp(#[from] OtlpError),
+    /// The report could not be translated into the upstream protocol.
+    #[error("cannot translate report for the upstream protocol: {0}")]
+    Untranslatable(#[from] TranslateError),
     /// The buffer has no room (or is draining): the client should retry later.
     #[error("cannot accept report now: {0}")]
     Unavailable(#[from] PushError),
@@ -39,6 +50,7 @@ pub struct Intake {
     ring: Ring,
     tokens: TokenPolicy,
     max_run_bytes: usize,
+    forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
 }
@@ -49,7 +61,10 @@ struct ProtocolCounters {
     spans: Counter,
     client_dropped: Counter,
     malformed: Counter,
+    untranslatable: Counter,
     refused: Counter,
+    /// Spans translated from this protocol into the other one.
+    translated: Counter,
 }
 
 impl ProtocolCounters {
@@ -60,7 +75,15 @@ impl ProtocolCounters {
             spans: metrics::counter!(telemetry::SPANS_RECEIVED, "protocol" => p),
             client_dropped: metrics::counter!(telemetry::CLIENT_DROPPED_SPANS, "protocol" => p),
             malformed: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "malformed"),
+            untranslatable: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "untranslatable"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
+            translated: {
+                let to = match protocol {
+                    Protocol::Lightstep => Protocol::Otlp,
+                    Protocol::Otlp => Protocol::Lightstep,
+                };
+                metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => to.as_str())
+            },
         }
     }
 }
@@ -72,9 +95,17 @@ impl Intake {
             ring,
             tokens,
             max_run_bytes,
+            forced: None,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
             otlp: ProtocolCounters::new(Protocol::Otlp),
         }
+    }
+
+    /// Sends every report upstream in `protocol` (translating those that arrive in the other
+    /// one); `None` (`auto`) lets each leave in the protocol it arrived in.
+    pub fn with_upstream_protocol(mut self, protocol: Option<Protocol>) -> Self {
+        self.forced = protocol;
+        self
     }
 
     /// The ring it feeds.
@@ -111,6 +142,9 @@ impl Intake {
         if scan.spans.count == 0 {
             return Ok(Accepted { spans: 0 });
         }
+        if self.forced == Some(Protocol::Otlp) {
+            return self.lightstep_as_otlp(scan, header_token);
+        }
         let key = BatchKey {
             protocol: Protocol::Lightstep,
             token: self
@@ -143,6 +177,9 @@ impl Intake {
         if spans.count == 0 {
             return Ok(Accepted { spans: 0 });
         }
+        if self.forced == Some(Protocol::Lightstep) {
+            return self.otlp_as_lightstep(&body, header_token);
+        }
         let key = BatchKey {
             protocol: Protocol::Otlp,
             token: self.tokens.resolve(None, header_token),
@@ -150,6 +187,96 @@ impl Intake {
             timestamp_offset_micros: 0,
         };
         self.admit(counters, key, spans, body.len())
+    }
+
+    /// Translates a scanned Lightstep report to OTLP and admits it as an OTLP request.
+    fn lightstep_as_otlp(
+        &self,
+        scan: ReportScan,
+        header_token: Option<&[u8]>,
+    ) -> Result<Accepted, IngestError> {
+        let counters = &self.lightstep;
+        let token = self
+            .tokens
+            .resolve(scan.access_token.as_ref(), header_token);
+        // The scan may come from a streamed upload: rebuild the report from its parts (the
+        // token is already resolved, so it is left out).
+        let offset = scan.timestamp_offset_micros;
+        let mut report =
+            Vec::with_capacity(report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes);
+        write_report_header(&mut report, &scan.reporter, &[], offset);
+        for run in &scan.spans.runs {
+            report.extend_from_slice(run);
+        }
+        let translated = translate::report_bytes_to_export(&report, self.max_run_bytes)
+            .inspect_err(|error| {
+                counters.untranslatable.increment(1);
+                tracing::debug!(%error, "refused untranslatable report");
+            })?;
+        let spans = scan_export(&translated.body, self.max_run_bytes)?;
+        let key = BatchKey {
+            protocol: Protocol::Otlp,
+            token,
+            reporter: Bytes::new(),
+            timestamp_offset_micros: 0,
+        };
+        let accepted = self.admit(counters, key, spans, translated.body.len())?;
+        counters.translated.increment(u64::from(accepted.spans));
+        Ok(accepted)
+    }
+
+    /// Translates an OTLP export to Lightstep reports (one per resource) and admits them all,
+    /// or none: a partly accepted request would be resent whole, duplicating spans.
+    fn otlp_as_lightstep(
+        &self,
+        body: &[u8],
+        header_token: Option<&[u8]>,
+    ) -> Result<Accepted, IngestError> {
+        let counters = &self.otlp;
+        let token = self.tokens.resolve(None, header_token);
+        let reports = translate::export_bytes_to_reports(body).inspect_err(|error| {
+            counters.untranslatable.increment(1);
+            tracing::debug!(%error, "refused untranslatable OTLP export");
+        })?;
+        let count: u32 = reports.iter().map(|r| r.spans).sum();
+        let mut admitted: Vec<(BatchKey, SpanRuns, Charge)> = Vec::with_capacity(reports.len());
+        for report in reports {
+            let scan = scan_report(&report.body, self.max_run_bytes)?;
+            let key = BatchKey {
+                protocol: Protocol::Lightstep,
+                token: token.clone(),
+                reporter: scan.reporter,
+                timestamp_offset_micros: 0,
+            };
+            // Charges taken so far are given back when `admitted` drops.
+            let charge = self
+                .ring
+                .reserve(report.body.len(), u64::from(report.spans))
+                .map_err(|error| self.refused(counters, error, u64::from(count)))?;
+            admitted.push((key, scan.spans, charge));
+        }
+        let mut left = u64::from(count);
+        for (key, spans, charge) in admitted {
+            let n = u64::from(spans.count);
+            self.ring
+                .push(key, spans, charge)
+                .map_err(|error| self.refused(counters, error, left))?;
+            left -= n;
+        }
+        counters.spans.increment(u64::from(count));
+        counters.translated.increment(u64::from(count));
+        Ok(Accepted { spans: count })
+    }
+
+    /// Counts a refusal of `spans` spans by the ring.
+    fn refused(&self, counters: &ProtocolCounters, error: PushError, spans: u64) -> IngestError {
+        counters.refused.increment(1);
+        let reason = match error {
+            PushError::Full { .. } => DropReason::BufferFull,
+            PushError::Closed => DropReason::Shutdown,
+        };
+        telemetry::count_dropped(reason, spans);
+        error.into()
     }
 
     /// Charges the buffer for a request of `charge_bytes` and pushes its spans.
@@ -167,13 +294,7 @@ impl Intake {
             .reserve(charge_bytes, u64::from(count))
             .and_then(|charge| self.ring.push(key, spans, charge));
         if let Err(error) = pushed {
-            counters.refused.increment(1);
-            let reason = match error {
-                PushError::Full { .. } => DropReason::BufferFull,
-                PushError::Closed => DropReason::Shutdown,
-            };
-            telemetry::count_dropped(reason, u64::from(count));
-            return Err(error.into());
+            return Err(self.refused(counters, error, u64::from(count)));
         }
         counters.spans.increment(u64::from(count));
         Ok(Accepted { spans: count })
