@@ -41,6 +41,8 @@ pub struct Intake {
     max_run_bytes: usize,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
+    /// Developer mode: accepted requests are also offered to the trace store.
+    tee: Option<crate::devmode::Tee>,
 }
 
 #[derive(Debug)]
@@ -74,7 +76,14 @@ impl Intake {
             max_run_bytes,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
             otlp: ProtocolCounters::new(Protocol::Otlp),
+            tee: None,
         }
+    }
+
+    /// Also offers every accepted request to developer mode's trace store.
+    pub fn with_tee(mut self, tee: crate::devmode::Tee) -> Self {
+        self.tee = Some(tee);
+        self
     }
 
     /// The ring it feeds.
@@ -119,7 +128,15 @@ impl Intake {
             reporter: scan.reporter,
             timestamp_offset_micros: scan.timestamp_offset_micros,
         };
-        self.admit(counters, key, scan.spans, charge_bytes)
+        let teed = self
+            .tee
+            .as_ref()
+            .map(|_| (key.reporter.clone(), scan.spans.runs.clone()));
+        let accepted = self.admit(counters, key, scan.spans, charge_bytes)?;
+        if let (Some(tee), Some((reporter, runs))) = (&self.tee, teed) {
+            tee.lightstep(reporter, scan.timestamp_offset_micros, runs, accepted.spans);
+        }
+        Ok(accepted)
     }
 
     /// Counts spans lost because their stream was cut off mid-span.
@@ -149,7 +166,12 @@ impl Intake {
             reporter: Bytes::new(),
             timestamp_offset_micros: 0,
         };
-        self.admit(counters, key, spans, body.len())
+        let charge = body.len();
+        let accepted = self.admit(counters, key, spans, charge)?;
+        if let Some(tee) = &self.tee {
+            tee.otlp(body, accepted.spans);
+        }
+        Ok(accepted)
     }
 
     /// Charges the buffer for a request of `charge_bytes` and pushes its spans.

@@ -1,0 +1,642 @@
+//! Developer mode: every span that arrives, kept in memory and shown in a local web UI.
+//!
+//! The [`Tee`] sits after the intake: once a request is accepted into the pipeline, its bytes
+//! (already `Bytes`, so no copy) are offered to a bounded queue; when the queue is full the
+//! store loses them, counted, and the client and the forwarding path never notice. A store
+//! thread decodes them with prost — off the hot path — into the translation layer's model
+//! (OTLP spans plus their resource's `service.name`) and inserts them into the [`Store`],
+//! which evicts whole oldest traces to stay within `--store-bytes`. The JSON API ([`api`]) and
+//! the web UI ([`ui`]) are served on the admin listener.
+//!
+//! This module never decides what is forwarded: with `--upstream`, the pipeline forwards as in
+//! `serve` mode and the store gets a copy.
+
+pub mod api;
+pub mod store;
+pub mod ui;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::{BufMut, Bytes};
+use metrics::Counter;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tokio::sync::{broadcast, mpsc};
+
+pub use store::{SpanSummary, Store};
+
+use crate::proto::collector as ls;
+use crate::telemetry;
+
+/// Requests the store queue holds at most.
+const QUEUE_REQUESTS: usize = 1024;
+/// Bytes of requests the store queue holds at most (besides [`QUEUE_REQUESTS`]).
+const QUEUE_BYTES: usize = 64 << 20;
+/// New-span summaries kept for slow live-tail readers before they skip ahead.
+const LIVE_BACKLOG: usize = 4096;
+/// The service of spans whose resource has no `service.name`, as the OTel SDKs name it.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// An accepted request on its way to the store.
+#[derive(Debug)]
+enum Teed {
+    /// An encoded `ExportTraceServiceRequest`.
+    Otlp(Bytes),
+    /// The parts of a Lightstep `ReportRequest` (a streamed upload arrives in pieces).
+    Lightstep {
+        reporter: Bytes,
+        timestamp_offset_micros: i64,
+        spans: Vec<Bytes>,
+    },
+}
+
+/// Why the store lost spans before storing them: the `reason` label of
+/// [`telemetry::STORE_SPANS_DROPPED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreDropReason {
+    /// The queue to the store thread was full.
+    QueueFull,
+    /// The request did not decode (e.g. a Lightstep string field that is not UTF-8).
+    Undecodable,
+    /// The span has no usable trace id.
+    InvalidTraceId,
+    /// One span larger than the whole store.
+    TooLarge,
+}
+
+impl StoreDropReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreDropReason::QueueFull => "queue_full",
+            StoreDropReason::Undecodable => "undecodable",
+            StoreDropReason::InvalidTraceId => "invalid_trace_id",
+            StoreDropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The shared developer-mode state: the store, the live feed, and what the store was offered.
+#[derive(Debug)]
+pub struct DevMode {
+    /// The trace store. Written by the store thread only; the API reads.
+    pub store: RwLock<Store>,
+    /// New spans, for the live tail.
+    pub live: broadcast::Sender<Arc<SpanSummary>>,
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl DevMode {
+    /// Spans offered to the store (accepted by the intake) since start.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Spans the store lost before storing them since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn drop_spans(&self, reason: StoreDropReason, spans: u64) {
+        if spans > 0 {
+            self.dropped.fetch_add(spans, Ordering::Relaxed);
+            metrics::counter!(telemetry::STORE_SPANS_DROPPED, "reason" => reason.as_str())
+                .increment(spans);
+        }
+    }
+
+    /// A store of `store_bytes`, its tee, and the thread that fills it from the tee. The
+    /// thread ends when every clone of the tee is dropped.
+    pub fn start(store_bytes: usize) -> (Tee, Arc<DevMode>) {
+        let dev = Arc::new(DevMode {
+            store: RwLock::new(Store::new(store_bytes)),
+            live: broadcast::channel(LIVE_BACKLOG).0,
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        metrics::gauge!(telemetry::STORE_CAPACITY_BYTES).set(store_bytes as f64);
+        let (tx, rx) = mpsc::channel(QUEUE_REQUESTS);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let tee = Tee {
+            tx,
+            queued: queued.clone(),
+            dev: dev.clone(),
+        };
+        let worker = StoreWorker {
+            dev: dev.clone(),
+            queued,
+            stored: metrics::counter!(telemetry::STORE_SPANS_STORED),
+            evicted_spans: metrics::counter!(telemetry::STORE_EVICTED_SPANS),
+            evicted_traces: metrics::counter!(telemetry::STORE_EVICTED_TRACES),
+        };
+        std::thread::Builder::new()
+            .name("cubesat-store".into())
+            .spawn(move || worker.run(rx))
+            .expect("spawn the store thread");
+        (tee, dev)
+    }
+}
+
+/// The intake's handle on the store queue. Never blocks, never fails the request.
+#[derive(Debug, Clone)]
+pub struct Tee {
+    tx: mpsc::Sender<Teed>,
+    queued: Arc<AtomicUsize>,
+    dev: Arc<DevMode>,
+}
+
+impl Tee {
+    /// Offers an accepted OTLP `ExportTraceServiceRequest` holding `spans` spans.
+    pub fn otlp(&self, body: Bytes, spans: u32) {
+        let bytes = body.len();
+        self.offer(Teed::Otlp(body), bytes, spans);
+    }
+
+    /// Offers the accepted parts of a Lightstep `ReportRequest`: its encoded `Reporter`, clock
+    /// offset and `spans` span fields (each a whole tagged field, as the scanner cuts them).
+    pub fn lightstep(
+        &self,
+        reporter: Bytes,
+        timestamp_offset_micros: i64,
+        runs: Vec<Bytes>,
+        spans: u32,
+    ) {
+        let bytes = reporter.len() + runs.iter().map(Bytes::len).sum::<usize>();
+        self.offer(
+            Teed::Lightstep {
+                reporter,
+                timestamp_offset_micros,
+                spans: runs,
+            },
+            bytes,
+            spans,
+        );
+    }
+
+    fn offer(&self, item: Teed, bytes: usize, spans: u32) {
+        let spans = u64::from(spans);
+        self.dev.received.fetch_add(spans, Ordering::Relaxed);
+        if self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes > QUEUE_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            self.dev.drop_spans(StoreDropReason::QueueFull, spans);
+            return;
+        }
+        if self.tx.try_send(item).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            self.dev.drop_spans(StoreDropReason::QueueFull, spans);
+        }
+    }
+}
+
+struct StoreWorker {
+    dev: Arc<DevMode>,
+    queued: Arc<AtomicUsize>,
+    stored: Counter,
+    evicted_spans: Counter,
+    evicted_traces: Counter,
+}
+
+impl StoreWorker {
+    fn run(self, mut rx: mpsc::Receiver<Teed>) {
+        while let Some(item) = rx.blocking_recv() {
+            let bytes = match &item {
+                Teed::Otlp(body) => body.len(),
+                Teed::Lightstep {
+                    reporter, spans, ..
+                } => reporter.len() + spans.iter().map(Bytes::len).sum::<usize>(),
+            };
+            self.take(item);
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    fn take(&self, item: Teed) {
+        let export = match decode(item) {
+            Ok(export) => export,
+            Err(spans) => {
+                self.dev.drop_spans(StoreDropReason::Undecodable, spans);
+                return;
+            }
+        };
+        let spans: Vec<(String, Span)> = export
+            .resource_spans
+            .into_iter()
+            .flat_map(|rs| {
+                let service = service_name(rs.resource.as_ref());
+                rs.scope_spans
+                    .into_iter()
+                    .flat_map(|ss| ss.spans)
+                    .map(move |span| (service.clone(), span))
+            })
+            .collect();
+        let live = self.dev.live.receiver_count() > 0;
+        let mut summaries = Vec::new();
+        let (mut invalid, mut too_large, mut stored) = (0, 0, 0);
+        {
+            let mut store = match self.dev.store.write() {
+                Ok(store) => store,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for (service, span) in spans {
+                let summary = live.then(|| SpanSummary::of(&service, &span));
+                match store.insert(&service, span) {
+                    Ok(evicted) => {
+                        stored += 1;
+                        self.evicted_spans.increment(evicted.spans);
+                        self.evicted_traces.increment(evicted.traces);
+                        summaries.extend(summary);
+                    }
+                    Err(store::Rejected::InvalidTraceId) => invalid += 1,
+                    Err(store::Rejected::TooLarge) => too_large += 1,
+                }
+            }
+            metrics::gauge!(telemetry::STORE_BYTES).set(store.stats().used_bytes as f64);
+        }
+        self.stored.increment(stored);
+        self.dev
+            .drop_spans(StoreDropReason::InvalidTraceId, invalid);
+        self.dev.drop_spans(StoreDropReason::TooLarge, too_large);
+        for summary in summaries {
+            let _ = self.dev.live.send(Arc::new(summary));
+        }
+    }
+}
+
+/// Decodes a teed request into the OTLP model; on failure, the number of spans lost.
+fn decode(item: Teed) -> Result<ExportTraceServiceRequest, u64> {
+    match item {
+        Teed::Otlp(body) => ExportTraceServiceRequest::decode(body.clone()).map_err(|_| {
+            // The intake's scan already counted the spans; count them again from the scan.
+            crate::wire::otlp::scan_export(&body, usize::MAX).map_or(0, |s| u64::from(s.count))
+        }),
+        Teed::Lightstep {
+            reporter,
+            timestamp_offset_micros,
+            spans,
+        } => {
+            let count = spans.len() as u64;
+            let mut buf = Vec::with_capacity(
+                reporter.len() + 10 + spans.iter().map(Bytes::len).sum::<usize>(),
+            );
+            // Field 1 (reporter), length-delimited; the span runs are already tagged fields.
+            buf.put_u8(0x0a);
+            prost::encoding::encode_varint(reporter.len() as u64, &mut buf);
+            buf.put_slice(&reporter);
+            for run in &spans {
+                buf.put_slice(run);
+            }
+            let mut report = ls::ReportRequest::decode(&buf[..]).map_err(|_| count)?;
+            report.timestamp_offset_micros = timestamp_offset_micros;
+            Ok(lightstep_to_otlp(report))
+        }
+    }
+}
+
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| kv.value.as_ref())
+        .map(|v| store::text(v).into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned())
+}
+
+/// Converts a Lightstep report into the OTLP model the store keeps. This is the ONE place
+/// developer mode converts Lightstep spans; it follows PROTOCOLS.md section 8 and is meant to
+/// be replaced by the translation layer's function once that lands.
+///
+/// Reporter tags become resource attributes (`lightstep.component_name` also as
+/// `service.name`); ids are padded to 128 bits; the first CHILD_OF reference (or a
+/// `parent_span_guid` hex tag) becomes the parent, other references links; `span.kind` and
+/// `error` tags become kind and status; logs become events named by their `event` field;
+/// the report's clock offset is applied. Baggage is dropped.
+pub fn lightstep_to_otlp(report: ls::ReportRequest) -> ExportTraceServiceRequest {
+    let offset = report.timestamp_offset_micros;
+    let mut resource = Vec::new();
+    for tag in report.reporter.map(|r| r.tags).unwrap_or_default() {
+        let renamed = match tag.key.as_str() {
+            "lightstep.component_name" => Some("service.name"),
+            "lightstep.hostname" => Some("host.name"),
+            "lightstep.tracer_platform" => Some("telemetry.sdk.language"),
+            "lightstep.tracer_version" => Some("telemetry.sdk.version"),
+            _ => None,
+        };
+        let kv = key_value(tag);
+        if let Some(name) = renamed {
+            resource.push(KeyValue {
+                key: name.to_owned(),
+                ..kv.clone()
+            });
+        }
+        resource.push(kv);
+    }
+    let spans = report
+        .spans
+        .into_iter()
+        .map(|span| lightstep_span(span, offset))
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn lightstep_span(span: ls::Span, offset_micros: i64) -> Span {
+    let context = span.span_context.unwrap_or_default();
+    let trace_id = [[0u8; 8], context.trace_id.to_be_bytes()].concat();
+    let mut parent = Vec::new();
+    let mut links = Vec::new();
+    for reference in span.references {
+        let Some(ctx) = reference.span_context else {
+            continue;
+        };
+        let same_trace = ctx.trace_id == 0 || ctx.trace_id == context.trace_id;
+        if parent.is_empty()
+            && same_trace
+            && reference.relationship == ls::reference::Relationship::ChildOf as i32
+        {
+            parent = ctx.span_id.to_be_bytes().to_vec();
+        } else {
+            let linked = if ctx.trace_id == 0 {
+                context.trace_id
+            } else {
+                ctx.trace_id
+            };
+            links.push(Link {
+                trace_id: [[0u8; 8], linked.to_be_bytes()].concat(),
+                span_id: ctx.span_id.to_be_bytes().to_vec(),
+                ..Default::default()
+            });
+        }
+    }
+    let mut kind = SpanKind::Unspecified;
+    let mut error = false;
+    let mut attributes = Vec::with_capacity(span.tags.len());
+    for tag in span.tags {
+        match (tag.key.as_str(), &tag.value) {
+            ("span.kind", Some(ls::key_value::Value::StringValue(v))) => {
+                kind = match v.to_ascii_lowercase().as_str() {
+                    "client" => SpanKind::Client,
+                    "server" => SpanKind::Server,
+                    "producer" => SpanKind::Producer,
+                    "consumer" => SpanKind::Consumer,
+                    _ => SpanKind::Internal,
+                };
+            }
+            ("error", Some(ls::key_value::Value::BoolValue(b))) => error = *b,
+            ("error", Some(ls::key_value::Value::StringValue(s))) => {
+                error = s.eq_ignore_ascii_case("true");
+            }
+            ("parent_span_guid", Some(ls::key_value::Value::StringValue(guid)))
+                if parent.is_empty() =>
+            {
+                match u64::from_str_radix(guid, 16) {
+                    Ok(id) => parent = id.to_be_bytes().to_vec(),
+                    Err(_) => attributes.push(key_value(tag)),
+                }
+            }
+            _ => attributes.push(key_value(tag)),
+        }
+    }
+    let start = nanos(span.start_timestamp.as_ref(), offset_micros);
+    let events = span
+        .logs
+        .into_iter()
+        .map(|log| {
+            let time = nanos(log.timestamp.as_ref(), offset_micros);
+            let mut name = "log".to_owned();
+            let mut attributes = Vec::with_capacity(log.fields.len());
+            for field in log.fields {
+                match (field.key.as_str(), &field.value) {
+                    ("event", Some(ls::key_value::Value::StringValue(event))) => {
+                        name = event.clone();
+                    }
+                    _ => attributes.push(key_value(field)),
+                }
+            }
+            opentelemetry_proto::tonic::trace::v1::span::Event {
+                time_unix_nano: time,
+                name,
+                attributes,
+                ..Default::default()
+            }
+        })
+        .collect();
+    Span {
+        trace_id,
+        span_id: context.span_id.to_be_bytes().to_vec(),
+        parent_span_id: parent,
+        name: span.operation_name,
+        kind: kind as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start.saturating_add(span.duration_micros.saturating_mul(1000)),
+        attributes,
+        events,
+        links,
+        status: error.then(|| Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Unix nanoseconds of a Lightstep timestamp shifted by the reporter's clock offset.
+fn nanos(ts: Option<&prost_types::Timestamp>, offset_micros: i64) -> u64 {
+    let Some(ts) = ts else {
+        return 0;
+    };
+    let ns = i128::from(ts.seconds) * 1_000_000_000
+        + i128::from(ts.nanos)
+        + i128::from(offset_micros) * 1000;
+    u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+}
+
+fn key_value(kv: ls::KeyValue) -> KeyValue {
+    use any_value::Value;
+    let value = kv.value.map(|v| match v {
+        ls::key_value::Value::StringValue(s) | ls::key_value::Value::JsonValue(s) => {
+            Value::StringValue(s)
+        }
+        ls::key_value::Value::IntValue(i) => Value::IntValue(i),
+        ls::key_value::Value::DoubleValue(d) => Value::DoubleValue(d),
+        ls::key_value::Value::BoolValue(b) => Value::BoolValue(b),
+    });
+    KeyValue {
+        key: kv.key,
+        value: Some(AnyValue { value }),
+        ..Default::default()
+    }
+}
+
+/// The developer-mode routes for the admin listener: the JSON API and the web UI.
+pub fn router(state: api::ApiState) -> axum::Router {
+    api::router(state).merge(ui::router())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(key: &str, value: ls::key_value::Value) -> ls::KeyValue {
+        ls::KeyValue {
+            key: key.to_owned(),
+            value: Some(value),
+        }
+    }
+
+    fn string(s: &str) -> ls::key_value::Value {
+        ls::key_value::Value::StringValue(s.to_owned())
+    }
+
+    fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+        attrs
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn lightstep_reports_become_otlp_spans() {
+        let ts = |seconds| {
+            Some(prost_types::Timestamp {
+                seconds,
+                nanos: 500,
+            })
+        };
+        let report = ls::ReportRequest {
+            reporter: Some(ls::Reporter {
+                reporter_id: 7,
+                tags: vec![
+                    tag("lightstep.component_name", string("reviews")),
+                    tag("lightstep.hostname", string("host-1")),
+                ],
+            }),
+            timestamp_offset_micros: -2,
+            spans: vec![
+                ls::Span {
+                    span_context: Some(ls::SpanContext {
+                        trace_id: 0x1122,
+                        span_id: 0x33,
+                        ..Default::default()
+                    }),
+                    operation_name: "GET /reviews".into(),
+                    references: vec![ls::Reference {
+                        relationship: ls::reference::Relationship::ChildOf as i32,
+                        span_context: Some(ls::SpanContext {
+                            trace_id: 0,
+                            span_id: 0x22,
+                            ..Default::default()
+                        }),
+                    }],
+                    start_timestamp: ts(100),
+                    duration_micros: 1500,
+                    tags: vec![
+                        tag("span.kind", string("SERVER")),
+                        tag("error", string("true")),
+                        tag("http.status_code", ls::key_value::Value::IntValue(500)),
+                    ],
+                    logs: vec![ls::Log {
+                        timestamp: ts(101),
+                        fields: vec![tag("event", string("retry")), tag("attempt", string("2"))],
+                    }],
+                },
+                ls::Span {
+                    span_context: Some(ls::SpanContext {
+                        trace_id: 0x1122,
+                        span_id: 0x44,
+                        ..Default::default()
+                    }),
+                    operation_name: "child".into(),
+                    tags: vec![tag("parent_span_guid", string("33"))],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let export = lightstep_to_otlp(report);
+        let rs = &export.resource_spans[0];
+        let resource = &rs.resource.as_ref().unwrap().attributes;
+        assert_eq!(service_name(rs.resource.as_ref()), "reviews");
+        assert_eq!(
+            attr(resource, "host.name"),
+            Some(&any_value::Value::StringValue("host-1".into()))
+        );
+        let spans = &rs.scope_spans[0].spans;
+        let s = &spans[0];
+        assert_eq!(
+            s.trace_id,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22]
+        );
+        assert_eq!(s.span_id, 0x33u64.to_be_bytes());
+        assert_eq!(s.parent_span_id, 0x22u64.to_be_bytes());
+        assert_eq!(s.name, "GET /reviews");
+        assert_eq!(s.kind, SpanKind::Server as i32);
+        assert_eq!(s.status.as_ref().unwrap().code, StatusCode::Error as i32);
+        assert_eq!(s.start_time_unix_nano, 100_000_000_000 + 500 - 2_000);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 1_500_000);
+        assert_eq!(
+            attr(&s.attributes, "http.status_code"),
+            Some(&any_value::Value::IntValue(500))
+        );
+        assert!(attr(&s.attributes, "span.kind").is_none());
+        assert_eq!(s.events[0].name, "retry");
+        assert_eq!(s.events[0].attributes.len(), 1);
+        assert_eq!(spans[1].parent_span_id, 0x33u64.to_be_bytes());
+        assert!(spans[1].attributes.is_empty());
+    }
+
+    #[test]
+    fn the_tee_stores_accepted_requests_and_counts_undecodable_ones() {
+        let (tee, dev) = DevMode::start(1 << 20);
+        let export = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "op".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        tee.otlp(Bytes::from(export.encode_to_vec()), 1);
+        // Garbage that the intake would never pass is counted as undecodable, not stored.
+        tee.lightstep(
+            Bytes::from_static(b"\xff"),
+            0,
+            vec![Bytes::from_static(b"\x1a\x01")],
+            1,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while dev.store.read().unwrap().stats().spans < 1 || dev.dropped() < 1 {
+            assert!(std::time::Instant::now() < deadline, "store never filled");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(dev.received(), 2);
+        assert_eq!(
+            dev.store.read().unwrap().services()[0].name,
+            UNKNOWN_SERVICE
+        );
+    }
+}
