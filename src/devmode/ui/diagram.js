@@ -110,12 +110,16 @@ export async function render(main, { signal }) {
     return h("svg:a", { href: `#/explore?${toQuery({ service: n })}`, class: `node ${s && s.errors ? "node-errors" : ""}`, "aria-label": label, dataset: { service: n } },
       h("svg:title", {}, label),
       h("svg:rect", { x, y, width: NODE_W, height: NODE_H, rx: 8 }),
-      h("svg:rect", { x, y, width: 6, height: NODE_H, rx: 3, fill: serviceColor(n), class: "stripe" }),
+      h("svg:rect", { x: x + 1.5, y: y + 1.5, width: 6, height: NODE_H - 3, rx: 2, fill: serviceColor(n), class: "stripe" }),
       h("svg:text", { x: x + 16, y: y + 22, class: "name" }, n.length > 24 ? `${n.slice(0, 23)}…` : n),
       h("svg:text", { x: x + 16, y: y + 40, class: "sub" }, sub));
   });
+  // Room above for self-calls and below for calls back to an earlier column.
+  const backEdges = edges.some((e) => pos.get(e.child).x <= pos.get(e.parent).x);
+  const top = backEdges ? 30 : 0;
+  const bottom = backEdges ? 50 : 0;
   const svg = h("svg:svg", {
-    class: "diagram", viewBox: `0 ${-10} ${width} ${height + 60}`, width, height: height + 60,
+    class: "diagram", viewBox: `0 ${-top} ${width} ${height + top + bottom}`, width, height: height + top + bottom,
     role: "group", "aria-label": `Service diagram: ${names.length} services, ${edges.length} call edges`,
   },
   h("svg:defs", {}, h("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" },
