@@ -87,7 +87,10 @@ async function refreshSummary() {
   }
 }
 
-window.addEventListener("hashchange", render);
+window.addEventListener("hashchange", () => {
+  render();
+  refreshSummary();
+});
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refreshSummary();
 });

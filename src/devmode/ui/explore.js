@@ -134,7 +134,12 @@ async function queryBar(params, serviceNames, signal) {
     id: "q-tags", name: "tags", type: "text", value: params.getAll("tag").join(", "),
     placeholder: "http.status_code=500, error=true", "aria-describedby": "q-tags-hint", autocomplete: "off",
   });
-  const usText = (v) => (v ? fmtDuration(Number(v)).replace("µs", "us") : "");
+  // Back into the same units parseDuration reads, exactly (no rounding).
+  const usText = (v) => {
+    const us = Number(v);
+    if (!v || Number.isNaN(us)) return "";
+    return us % 1e6 === 0 ? `${us / 1e6}s` : us % 1000 === 0 ? `${us / 1000}ms` : `${us}us`;
+  };
   const minD = h("input", { id: "q-min", name: "min", type: "text", value: usText(params.get("min_duration_us")), placeholder: "e.g. 10ms", "aria-describedby": "q-dur-hint", size: 8 });
   const maxD = h("input", { id: "q-max", name: "max", type: "text", value: usText(params.get("max_duration_us")), placeholder: "e.g. 2s", "aria-describedby": "q-dur-hint", size: 8 });
   const errors = h("input", { id: "q-errors", name: "errors", type: "checkbox", checked: params.get("errors") === "true" });

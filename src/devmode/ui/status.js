@@ -155,7 +155,7 @@ tracer = lightstep.Tracer(
     h("h1", {}, "Status & setup"),
     cards,
     h("h2", {}, "Point a tracer at this cubesat"),
-    h("p", {}, "One ingest port takes every protocol: OTLP over gRPC or HTTP, and Lightstep reports (gRPC, HTTP, Thrift). Ingest address: ",
+    h("p", {}, "One ingest port takes every protocol: OTLP over gRPC or HTTP, and Lightstep tracer reports. Ingest address: ",
       h("code", {}, addr), "."),
     h("div", { class: "snippets" }, snippets));
 }

@@ -254,7 +254,7 @@ function showDetail(panel, node, t0, critSegments, byId) {
       kv("Kind", kind),
       kv("Start", `+${fmtDuration(s.start_us - t0)} (${fmtTime(s.start_us)})`),
       kv("Duration", fmtDuration(s.duration_us)),
-      kv("Error", s.error ? "yes" : "no", s.error ? "has-errors" : ""),
+      kv("Error", s.error ? (s.status_message ? `yes: ${s.status_message}` : "yes") : "no", s.error ? "has-errors" : ""),
       kv("On critical path", onPath ? fmtDuration(onPath) : "no")),
     h("h3", {}, `Tags (${tags.length})`),
     tags.length
