@@ -12,20 +12,39 @@ const COL_GAP = 110;
 const ROW_GAP = 34;
 const PAD = 24;
 
-/** Column of each node: the longest call chain leading to it (cycles are cut). */
+/**
+ * Column of each node: the longest call chain leading to it. Cycles are cut at their back
+ * edges, found by a depth-first walk that starts from services nobody calls, so in
+ * a -> b -> c -> a the entry point `a` stays in the first column.
+ */
 export function layers(nodes, edges) {
+  const out = new Map(nodes.map((n) => [n, []]));
+  const indegree = new Map(nodes.map((n) => [n, 0]));
+  for (const e of edges) {
+    if (e.parent === e.child || !out.has(e.parent) || !out.has(e.child)) continue;
+    out.get(e.parent).push(e.child);
+    indegree.set(e.child, indegree.get(e.child) + 1);
+  }
+  const back = new Set();
+  const state = new Map(); // 1 = on the walk's stack, 2 = done
+  const walk = (n) => {
+    state.set(n, 1);
+    for (const c of out.get(n)) {
+      if (state.get(c) === 1) back.add(`${n}\u0000${c}`);
+      else if (!state.has(c)) walk(c);
+    }
+    state.set(n, 2);
+  };
+  const starts = [...nodes.filter((n) => indegree.get(n) === 0), ...nodes];
+  for (const n of starts) if (!state.has(n)) walk(n);
   const incoming = new Map(nodes.map((n) => [n, []]));
-  for (const e of edges) if (e.parent !== e.child) incoming.get(e.child)?.push(e.parent);
+  for (const [n, children] of out) {
+    for (const c of children) if (!back.has(`${n}\u0000${c}`)) incoming.get(c).push(n);
+  }
   const depth = new Map();
-  const visiting = new Set();
   const depthOf = (n) => {
-    if (depth.has(n)) return depth.get(n);
-    if (visiting.has(n)) return 0;
-    visiting.add(n);
-    const d = Math.max(0, ...incoming.get(n).map((p) => depthOf(p) + 1));
-    visiting.delete(n);
-    depth.set(n, d);
-    return d;
+    if (!depth.has(n)) depth.set(n, Math.max(0, ...incoming.get(n).map((p) => depthOf(p) + 1)));
+    return depth.get(n);
   };
   for (const n of nodes) depthOf(n);
   return depth;

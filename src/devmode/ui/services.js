@@ -32,7 +32,7 @@ export async function render(main, { params, signal }) {
   services.sort((a, b) => a.name.localeCompare(b.name));
   const rows = services.map((s) => {
     const go = () => (location.hash = `#/services?${toQuery({ service: s.name })}`);
-    const tr = h("tr", { class: s.name === selected ? "selected" : "", "aria-selected": s.name === selected ? "true" : "false", dataset: { service: s.name } },
+    const tr = h("tr", { class: s.name === selected ? "selected" : "", "aria-current": s.name === selected ? "true" : undefined, dataset: { service: s.name } },
       h("th", { scope: "row" },
         h("span", { class: "swatch", style: { background: serviceColor(s.name) }, "aria-hidden": "true" }),
         h("a", { href: `#/services?${toQuery({ service: s.name })}` }, s.name)),
