@@ -230,6 +230,53 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         "browser console errors"
     );
 
+    // The pages' own logic, on hand-made inputs with known answers.
+    let units = &seen["units"];
+    assert_eq!(
+        units["critical_overlap"],
+        serde_json::json!([
+            ["a", 90, 100],
+            ["c", 60, 90],
+            ["d", 35, 60],
+            ["c", 30, 35],
+            ["b", 10, 30],
+            ["a", 0, 10]
+        ]),
+        "critical path through overlapping children"
+    );
+    assert_eq!(
+        units["critical_overrun"],
+        serde_json::json!([["b", 20, 50], ["a", 0, 20]])
+    );
+    assert_eq!(
+        units["order_orphan"],
+        serde_json::json!([["r", 0], ["k", 1], ["x", 0]])
+    );
+    assert_eq!(units["order_cycle"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        units["durations"],
+        serde_json::json!([
+            250,
+            12000,
+            1_500_000,
+            120_000_000,
+            7000,
+            3000,
+            "NaN",
+            "NaN",
+            null
+        ])
+    );
+    assert_eq!(
+        units["kinds"],
+        serde_json::json!(["server", "client", "server", "9", "unspecified"])
+    );
+    assert_eq!(
+        units["layers"],
+        serde_json::json!({"a": 0, "b": 1, "c": 2, "z": 0}),
+        "diagram columns with a call cycle"
+    );
+
     // Service directory: the four services, with their span counts.
     let directory: BTreeMap<String, Value> = seen["directory"]
         .as_array()

@@ -41,8 +41,40 @@ def main() -> int:
         )
         page.on("pageerror", lambda e: out["console_errors"].append(f"uncaught: {e}"))
 
-        # Service directory: every service, then its operations by keyboard (Enter on a row).
+        # The pages' pure functions, imported as the page imports them (evaluated through the
+        # DevTools protocol, which the page's CSP does not restrict).
         page.goto(f"{base}/")
+        out["units"] = page.evaluate(
+            """async () => {
+              const t = await import('/ui/trace.js');
+              const e = await import('/ui/explore.js');
+              const d = await import('/ui/diagram.js');
+              const s = (id, parent, start, end) =>
+                ({span_id: id, parent_span_id: parent, start_us: start, duration_us: end - start});
+              const crit = (spans) => t.criticalPath(t.buildTree(spans).roots)
+                .map(g => [g.id, g.start, g.end]);
+              const order = (spans) => t.buildTree(spans).order.map(n => [n.span.span_id, n.depth]);
+              return {
+                // Overlapping children: the last to finish wins, the other is clipped.
+                critical_overlap: crit([s('a', null, 0, 100), s('b', 'a', 10, 40),
+                                        s('c', 'a', 30, 90), s('d', 'c', 35, 60)]),
+                // A child running past its parent's end counts only up to that end.
+                critical_overrun: crit([s('a', null, 0, 50), s('b', 'a', 20, 70)]),
+                // Missing parents make roots; a parent cycle neither loops nor loses spans.
+                order_orphan: order([s('x', 'gone', 5, 6), s('r', null, 0, 9), s('k', 'r', 1, 2)]),
+                order_cycle: order([s('p', 'q', 0, 1), s('q', 'p', 0, 1)]),
+                durations: ['250us', '12ms', '1.5s', '2m', '7', ' 3 ms ', 'x', '-1ms', '']
+                  .map(e.parseDuration).map(v => Number.isNaN(v) ? 'NaN' : v),
+                kinds: ['SPAN_KIND_SERVER', 'client', 2, 9, null].map(t.kindName),
+                layers: Object.fromEntries(d.layers(['a', 'b', 'c', 'z'],
+                  [{parent: 'a', child: 'b'}, {parent: 'b', child: 'c'}, {parent: 'c', child: 'a'},
+                   {parent: 'a', child: 'c'}])),
+              };
+            }"""
+        )
+
+        # Service directory: every service, then its operations by keyboard (Enter on a row).
+        page.goto(f"{base}/#/services")
         page.wait_for_selector("#service-directory tbody tr")
         out["directory"] = rows(
             page, "#service-directory tbody tr",
