@@ -87,6 +87,14 @@ async function refreshSummary() {
   }
 }
 
+// Choosing the screen already shown reloads its data (no hashchange fires for it).
+document.addEventListener("click", (e) => {
+  const link = e.target.closest("a[href^='#/']");
+  if (link && link.getAttribute("href") === location.hash && !e.defaultPrevented) {
+    render();
+    refreshSummary();
+  }
+});
 window.addEventListener("hashchange", () => {
   render();
   refreshSummary();

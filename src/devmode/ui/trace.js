@@ -164,7 +164,7 @@ export async function render(main, { arg, params, signal }) {
       "aria-expanded": node.children.length ? "true" : undefined, tabindex: i === 0 ? "0" : "-1",
       dataset: { spanId: s.span_id, parentSpanId: s.parent_span_id || "", depth: String(node.depth), service: s.service, operation: s.operation },
     },
-    h("div", { class: "label", style: { paddingLeft: `${0.4 + node.depth * 1.1}rem` } },
+    h("div", { class: "label", title: `${s.service} ${s.operation}`, style: { paddingLeft: `${0.4 + Math.min(node.depth, 16) * 1.1}rem` } },
       node.children.length
         ? h("span", { class: "twisty", "aria-hidden": "true", onclick: (e) => { e.stopPropagation(); toggle(node); } }, "▾")
         : h("span", { class: "twisty leaf", "aria-hidden": "true" }),
@@ -232,7 +232,10 @@ export async function render(main, { arg, params, signal }) {
 
   const wanted = params.get("span");
   const initial = (wanted && byId.get(wanted)) || null;
-  if (initial) select(initial, false);
+  if (initial) {
+    select(initial, false);
+    rows.get(initial.span.span_id).scrollIntoView({ block: "center" });
+  }
   return undefined;
 }
 
