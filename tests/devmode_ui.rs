@@ -458,6 +458,13 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         .count();
     assert_eq!(of_live_trace, SPANS_PER_TRACE, "{live_rows:#?}");
 
+    // Every screen: controls have accessible names, images alt text, landmarks present.
+    let a11y = seen["a11y"].as_object().unwrap();
+    assert_eq!(a11y.len(), 6, "{a11y:?}");
+    for (screen, problems) in a11y {
+        assert_eq!(strs(problems), Vec::<String>::new(), "{screen} screen");
+    }
+
     for shot in ["services", "explorer", "trace", "diagram"] {
         let path = docs.join(format!("devmode-{shot}.png"));
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

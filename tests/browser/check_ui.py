@@ -24,6 +24,27 @@ def rows(page, selector, script):
     return page.eval_on_selector_all(selector, script)
 
 
+# Controls a screen reader could not name, images without alt text, and missing landmarks.
+A11Y_PROBLEMS = """() => {
+  const problems = [];
+  const named = (el) => (el.labels && el.labels.length) || el.getAttribute('aria-label')
+    || el.getAttribute('aria-labelledby') || el.textContent.trim() || el.getAttribute('title');
+  for (const el of document.querySelectorAll('input, select, textarea, button, a[href], [tabindex="0"]')) {
+    if (el.closest('[hidden]')) continue;
+    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.outerHTML.slice(0, 80)}`);
+  }
+  for (const img of document.querySelectorAll('img:not([alt])')) problems.push(`img without alt ${img.src}`);
+  for (const sel of ['header', 'nav', 'main', 'h1']) {
+    if (!document.querySelector(sel)) problems.push(`no ${sel}`);
+  }
+  return problems;
+}"""
+
+
+def a11y(page, out, screen):
+    out.setdefault("a11y", {})[screen] = page.evaluate(A11Y_PROBLEMS)
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
     base = config["base"].rstrip("/")
@@ -87,6 +108,7 @@ def main() -> int:
             page, ".operations-table tbody tr", "rs => rs.map(r => r.dataset.operation)"
         )
         page.screenshot(path=f"{shots}/devmode-services.png", full_page=True)
+        a11y(page, out, "services")
 
         # Explorer: the query bar, service=reviews.
         page.click('nav a[data-route="explore"]')
@@ -107,6 +129,7 @@ def main() -> int:
             ),
         }
         page.screenshot(path=f"{shots}/devmode-explorer.png", full_page=True)
+        a11y(page, out, "explorer")
 
         # Clicking the slowest non-empty bucket narrows the table to that latency range.
         page.click(".histogram .bar:not(.zero) >> nth=-1")
@@ -152,6 +175,7 @@ def main() -> int:
             "logs": rows(page, ".logs li", "ls => ls.map(l => l.innerText)"),
         }
         page.screenshot(path=f"{shots}/devmode-trace.png", full_page=True)
+        a11y(page, out, "trace")
 
         # Keyboard in the waterfall: Home, then Left on the root collapses the whole tree.
         page.focus(".waterfall .span-row[aria-level='1']")
@@ -172,6 +196,7 @@ def main() -> int:
             ),
         }
         page.screenshot(path=f"{shots}/devmode-diagram.png", full_page=True)
+        a11y(page, out, "diagram")
 
         # Live tail: the test sends more spans once the stream is open.
         page.click('nav a[data-route="live"]')
@@ -186,6 +211,10 @@ def main() -> int:
             "ls => ls.map(l => ({service: l.dataset.service, trace_id: l.dataset.traceId}))",
         )
         out["live_log_role"] = page.get_attribute(".live-log", "role")
+        a11y(page, out, "live")
+        page.click('nav a[data-route="status"]')
+        page.wait_for_selector("#status-received")
+        a11y(page, out, "status")
         browser.close()
     print("RESULT " + json.dumps(out), flush=True)
     return 0
