@@ -207,10 +207,15 @@ async function queryBar(params, serviceNames, signal) {
   return form;
 }
 
-function renderHistogram(section, { spans, buckets }, params, selLo, selHi) {
+function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
   const heading = h("h2", { id: "hist-heading" }, "Latency of matching spans");
-  const count = h("p", { class: "hist-count", id: "histogram-count", dataset: { spans: String(spans) } },
-    h("strong", {}, fmtCount(spans)), ` matching span${spans === 1 ? "" : "s"}`);
+  const count = h("p", { class: "hist-count" },
+    h("span", { id: "histogram-count", dataset: { spans: String(spans) } },
+      h("strong", {}, fmtCount(spans)), ` matching span${spans === 1 ? "" : "s"}`),
+    spans && p50_us !== undefined && p50_us !== null
+      ? h("span", { class: "percentiles" },
+        ` · p50 ${fmtDuration(p50_us)} · p95 ${fmtDuration(p95_us)} · p99 ${fmtDuration(p99_us)}`)
+      : null);
   if (!spans || !buckets.length) {
     replace(section, heading, count, h("p", { class: "hint" }, "No spans match this query."));
     return;
