@@ -107,11 +107,23 @@ export function linkRow(tr, label, go) {
   return tr;
 }
 
-/** A table with a caption and column headers; `cols` is [{label, num?}]. */
+/**
+ * A table with a caption and column headers; `cols` is [{label, num?, sort?, onSort?}] where
+ * `sort` is "ascending" / "descending" for the sorted column and `onSort` makes the header a
+ * button that sorts by that column.
+ */
 export function table(caption, cols, rows, extraClass = "") {
+  const header = (c) => {
+    const attrs = { scope: "col", class: c.num ? "num" : "" };
+    if (!c.onSort) return h("th", attrs, c.label);
+    attrs["aria-sort"] = c.sort || "none";
+    const arrow = c.sort === "ascending" ? " ▲" : c.sort === "descending" ? " ▼" : "";
+    return h("th", attrs, h("button", { type: "button", class: "sort", onclick: c.onSort }, c.label,
+      h("span", { "aria-hidden": "true" }, arrow)));
+  };
   return h("table", { class: `data ${extraClass}`.trim() },
     h("caption", {}, caption),
-    h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col", class: c.num ? "num" : "" }, c.label)))),
+    h("thead", {}, h("tr", {}, cols.map(header))),
     h("tbody", {}, rows));
 }
 

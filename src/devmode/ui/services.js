@@ -5,6 +5,8 @@ import * as api from "./api.js";
 import { h, replace, table, linkRow, fmtCount, fmtDuration, fmtRate, serviceColor } from "./dom.js";
 import { toQuery } from "./api.js";
 
+const SORT_KEYS = ["name", "operations", "spans", "errors", "error_rate", "p50_us", "p95_us", "p99_us"];
+
 const latencyCols = [
   { label: "p50", num: true },
   { label: "p95", num: true },
@@ -29,13 +31,33 @@ export async function render(main, { params, signal }) {
     replace(main, heading, emptyState());
     return;
   }
-  services.sort((a, b) => a.name.localeCompare(b.name));
+  // Sorting lives in the hash (?sort=p99_us&dir=desc) so Back and bookmarks keep it.
+  const sortKey = SORT_KEYS.includes(params.get("sort")) ? params.get("sort") : "name";
+  const dir = params.get("dir") === "desc" ? -1 : 1;
+  services.sort((a, b) => {
+    const x = a[sortKey];
+    const y = b[sortKey];
+    const c = typeof x === "string" ? x.localeCompare(y) : (x ?? -1) - (y ?? -1);
+    return dir * c || a.name.localeCompare(b.name);
+  });
+  const sortable = (label, key, num) => ({
+    label, num, sort: key === sortKey ? (dir === 1 ? "ascending" : "descending") : undefined,
+    onSort: () => {
+      const next = new URLSearchParams(params);
+      next.set("sort", key);
+      // Numbers start largest first (the busiest, slowest, most failing service on top).
+      const first = num ? "desc" : "asc";
+      next.set("dir", key === sortKey ? (dir === 1 ? "desc" : "asc") : first);
+      location.hash = `#/services?${next}`;
+    },
+  });
   const rows = services.map((s) => {
-    const go = () => (location.hash = `#/services?${toQuery({ service: s.name })}`);
+    const select = `#/services?${toQuery({ service: s.name, sort: params.get("sort"), dir: params.get("dir") })}`;
+    const go = () => (location.hash = select);
     const tr = h("tr", { class: s.name === selected ? "selected" : "", "aria-current": s.name === selected ? "true" : undefined, dataset: { service: s.name } },
       h("th", { scope: "row" },
         h("span", { class: "swatch", style: { background: serviceColor(s.name) }, "aria-hidden": "true" }),
-        h("a", { href: `#/services?${toQuery({ service: s.name })}` }, s.name)),
+        h("a", { href: select }, s.name)),
       h("td", { class: "num" }, fmtCount(s.operations)),
       h("td", { class: "num" }, fmtCount(s.spans)),
       h("td", { class: `num ${s.errors ? "has-errors" : ""}` }, fmtCount(s.errors)),
@@ -45,13 +67,15 @@ export async function render(main, { params, signal }) {
     return linkRow(tr, `${s.name}: ${fmtCount(s.spans)} spans, ${fmtRate(s.error_rate)} errors, p99 ${fmtDuration(s.p99_us)}`, go);
   });
   const directory = table(`${services.length} services seen since start`, [
-    { label: "Service" },
-    { label: "Operations", num: true },
-    { label: "Spans", num: true },
-    { label: "Errors", num: true },
-    { label: "Error rate", num: true },
-    ...latencyCols,
-    { label: "" },
+    sortable("Service", "name", false),
+    sortable("Operations", "operations", true),
+    sortable("Spans", "spans", true),
+    sortable("Errors", "errors", true),
+    sortable("Error rate", "error_rate", true),
+    sortable("p50", "p50_us", true),
+    sortable("p95", "p95_us", true),
+    sortable("p99", "p99_us", true),
+    { label: "Explore" },
   ], rows, "services");
   directory.id = "service-directory";
 
