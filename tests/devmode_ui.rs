@@ -298,6 +298,13 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         assert_eq!(cells[2], count.to_string(), "{service} span count: {cells}");
     }
     assert_eq!(directory["ratings"][3], "1", "ratings errors");
+    let sorted = &seen["sorted_by_spans"];
+    assert_eq!(
+        strs(&sorted["services"]),
+        ["productpage", "reviews", "details", "ratings"],
+        "directory sorted by span count, largest first"
+    );
+    assert_eq!(sorted["aria_sort"], "descending");
     let reviews_ops: BTreeSet<String> = strs(&seen["operations_of_reviews"]).into_iter().collect();
     let sent_ops: BTreeSet<String> = sent
         .iter()

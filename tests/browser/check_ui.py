@@ -101,6 +101,16 @@ def main() -> int:
             page, "#service-directory tbody tr",
             "rs => rs.map(r => ({service: r.dataset.service, cells: [...r.cells].map(c => c.innerText.trim())}))",
         )
+        # Sorting by a column header (a button; the header says how it is sorted).
+        page.click('#service-directory thead button.sort:has-text("Spans")')
+        page.wait_for_url(lambda url: "sort=spans" in url)
+        page.wait_for_selector("#service-directory tbody tr")
+        out["sorted_by_spans"] = {
+            "services": rows(page, "#service-directory tbody tr", "rs => rs.map(r => r.dataset.service)"),
+            "aria_sort": page.eval_on_selector(
+                '#service-directory thead th:has(button:has-text("Spans"))', "th => th.getAttribute('aria-sort')"
+            ),
+        }
         page.focus('#service-directory tbody tr[data-service="reviews"]')
         page.keyboard.press("Enter")
         page.wait_for_selector(".operations-table tbody tr")
