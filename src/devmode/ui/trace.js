@@ -207,6 +207,41 @@ export async function render(main, { arg, params, signal }) {
     tree.appendChild(row);
   });
 
+  // Find: marks the spans whose service, operation, id or tags contain the text; Enter
+  // moves to the next one.
+  const findCount = h("span", { class: "hint", id: "find-count", "aria-live": "polite" });
+  const findInput = h("input", { type: "search", id: "find-span", placeholder: "service, operation, id or tag", autocomplete: "off" });
+  let matches = [];
+  let matchAt = -1;
+  const haystack = new Map(order.map((node) => {
+    const sp = node.span;
+    const tagText = Object.entries(sp.tags || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
+    return [sp.span_id, `${sp.service} ${sp.operation} ${sp.span_id} ${tagText}`.toLowerCase()];
+  }));
+  findInput.addEventListener("input", () => {
+    const q = findInput.value.trim().toLowerCase();
+    matches = [];
+    matchAt = -1;
+    for (const node of order) {
+      const hit = !!q && haystack.get(node.span.span_id).includes(q);
+      rows.get(node.span.span_id).classList.toggle("match", hit);
+      if (hit) matches.push(node);
+    }
+    findCount.textContent = q ? `${matches.length} of ${order.length} spans match` : "";
+  });
+  findInput.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || !matches.length) return;
+    e.preventDefault();
+    matchAt = (matchAt + (e.shiftKey ? matches.length - 1 : 1)) % matches.length;
+    const node = matches[matchAt];
+    for (let p = byId.get(node.span.parent_span_id); p; p = byId.get(p.span.parent_span_id)) {
+      if (collapsed.has(p.span.span_id)) toggle(p, true);
+      if (p.depth === 0) break;
+    }
+    select(node, false);
+    rows.get(node.span.span_id).scrollIntoView({ block: "nearest" });
+  });
+
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) =>
     h("span", { class: "tick", style: { left: `${f * 100}%` } }, fmtDuration(f * total)));
   const critTotal = crit.reduce((sum, seg) => sum + (seg.end - seg.start), 0);
@@ -222,6 +257,7 @@ export async function render(main, { arg, params, signal }) {
       h("div", {}, h("dt", {}, "Services"), h("dd", {}, services.map((s) => h("span", { class: "chip", style: { borderColor: serviceColor(s) } }, s)))),
       h("div", {}, h("dt", {}, "Errors"), h("dd", { class: errors ? "has-errors" : "" }, fmtCount(errors))),
       h("div", {}, h("dt", {}, "Critical path"), h("dd", {}, fmtDuration(critTotal), " ", h("span", { class: "crit-key", "aria-hidden": "true" })))),
+    h("div", { class: "find" }, h("label", { for: "find-span" }, "Find in trace"), findInput, findCount),
     h("p", { class: "visually-hidden", id: "waterfall-help" },
       "Arrow keys move between spans, Left and Right collapse and expand, Enter shows a span's tags and logs."),
     h("div", { class: "trace-layout" },
