@@ -187,6 +187,19 @@ def main() -> int:
         page.screenshot(path=f"{shots}/devmode-trace.png", full_page=True)
         a11y(page, out, "trace")
 
+        # Find in trace: a tag value only the failing span has; Enter selects it.
+        page.click(".waterfall .span-row[aria-level='1'] .label")
+        page.fill("#find-span", "503")
+        page.press("#find-span", "Enter")
+        out["find"] = {
+            "count": page.inner_text("#find-count"),
+            "matches": rows(page, ".waterfall .span-row.match", "rs => rs.map(r => r.dataset.spanId)"),
+            "selected": rows(
+                page, ".waterfall .span-row[aria-selected=true]", "rs => rs.map(r => r.dataset.spanId)"
+            ),
+        }
+        page.fill("#find-span", "")
+
         # Keyboard in the waterfall: Home, then Left on the root collapses the whole tree.
         page.focus(".waterfall .span-row[aria-level='1']")
         page.keyboard.press("ArrowLeft")
