@@ -431,8 +431,8 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
     // Find in trace: the failing span's status code picks out that span alone.
     let find = &seen["find"];
     assert_eq!(find["count"], "1 of 7 spans match");
-    assert_eq!(strs(&find["matches"]), [ratings.span_id.clone()]);
-    assert_eq!(strs(&find["selected"]), [ratings.span_id.clone()]);
+    assert_eq!(strs(&find["matches"]), [ratings.span_id.as_str()]);
+    assert_eq!(strs(&find["selected"]), [ratings.span_id.as_str()]);
 
     // Service diagram: the three call edges, once per trace.
     let diagram = &seen["diagram"];
