@@ -32,6 +32,8 @@ const SPAN_OVERHEAD: usize = 2 * size_of::<StoredSpan>() + 96;
 const TAG_POSTING: usize = 64;
 /// Charged per trace: its entry in the arrival map and the id map.
 const TRACE_OVERHEAD: usize = 2 * size_of::<Trace>() + 128;
+/// Traces with at most this many spans find a parent by a scan rather than a map.
+const SMALL_TRACE: usize = 64;
 /// Attribute values longer than this are not indexed (ids, URLs with query strings, bodies);
 /// they still match a `tag` filter, through a scan.
 const MAX_INDEXED_VALUE: usize = 256;
@@ -561,9 +563,10 @@ impl Store {
             .into_iter()
             .flatten()
             .min_by_key(|postings| postings.len());
+        // An index that keeps most traces is slower than a sequential scan of them all.
         let all: Box<dyn Iterator<Item = &'a Trace> + 'a> = match smallest {
-            Some(postings) => Box::new(traces(postings)),
-            None => Box::new(self.traces.values().rev()),
+            Some(postings) if postings.len() * 4 < self.traces.len() => Box::new(traces(postings)),
+            _ => Box::new(self.traces.values().rev()),
         };
         Box::new(all.filter(move |trace| query.window_overlaps(trace)))
     }
@@ -642,11 +645,12 @@ impl Store {
 
     /// Every service, sorted by name, with counts and latency percentiles.
     pub fn services(&self) -> Vec<ServiceSummary> {
-        let mut durations: HashMap<&str, Vec<u64>> = HashMap::new();
+        // Services are interned, so the pointer identifies one.
+        let mut durations: HashMap<*const u8, Vec<u64>> = HashMap::new();
         for trace in self.traces.values() {
             for span in &trace.spans {
                 durations
-                    .entry(&span.service)
+                    .entry(Arc::as_ptr(&span.service).cast())
                     .or_default()
                     .push(span.duration_us);
             }
@@ -654,7 +658,9 @@ impl Store {
         self.services
             .iter()
             .map(|(name, entry)| {
-                let mut d = durations.remove(&**name).unwrap_or_default();
+                let mut d = durations
+                    .remove(&Arc::as_ptr(name).cast())
+                    .unwrap_or_default();
                 d.sort_unstable();
                 ServiceSummary {
                     name: name.to_string(),
@@ -711,30 +717,56 @@ impl Store {
 
     /// Calls between services, from parent/child spans of different services, sorted.
     pub fn dependencies(&self) -> Vec<Edge> {
-        let mut edges: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        // Services are interned, so the pointer identifies one.
+        let mut edges: HashMap<(*const u8, *const u8), (&str, &str, u64)> = HashMap::new();
+        let mut by_id: HashMap<&[u8], &Arc<str>> = HashMap::new();
         for trace in self.traces.values() {
-            let services: HashMap<&[u8], &str> = trace
-                .spans
-                .iter()
-                .map(|s| (&s.span.span_id[..], &*s.service))
-                .collect();
+            // Small traces (the usual case) look parents up by a scan, not a map.
+            let large = trace.spans.len() > SMALL_TRACE;
+            if large {
+                by_id.clear();
+                by_id.extend(
+                    trace
+                        .spans
+                        .iter()
+                        .map(|s| (&s.span.span_id[..], &s.service)),
+                );
+            }
             for span in &trace.spans {
-                if let Some(&parent) = services.get(&span.span.parent_span_id[..])
-                    && parent != &*span.service
-                    && !span.span.parent_span_id.is_empty()
+                let wanted = &span.span.parent_span_id[..];
+                if wanted.is_empty() {
+                    continue;
+                }
+                let parent = if large {
+                    by_id.get(wanted).copied()
+                } else {
+                    trace
+                        .spans
+                        .iter()
+                        .find(|p| p.span.span_id == wanted)
+                        .map(|p| &p.service)
+                };
+                if let Some(parent) = parent
+                    && !Arc::ptr_eq(parent, &span.service)
                 {
-                    *edges.entry((parent, &span.service)).or_default() += 1;
+                    let key = (
+                        Arc::as_ptr(parent).cast(),
+                        Arc::as_ptr(&span.service).cast(),
+                    );
+                    edges.entry(key).or_insert((&**parent, &*span.service, 0)).2 += 1;
                 }
             }
         }
-        edges
-            .into_iter()
-            .map(|((parent, child), calls)| Edge {
+        let mut edges: Vec<Edge> = edges
+            .into_values()
+            .map(|(parent, child, calls)| Edge {
                 parent: parent.to_owned(),
                 child: child.to_owned(),
                 calls,
             })
-            .collect()
+            .collect();
+        edges.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
+        edges
     }
 }
 
