@@ -5,7 +5,7 @@
 //! Thin handlers: parse the query (every parameter checked, unknown ones refused), ask the
 //! [`Store`](super::Store) under its read lock, serialise. Bad parameters are `400` with
 //! `{"error": "<message naming the parameter>"}`. The contract, with the semantics of every
-//! filter, is written in the project's devmode API notes and in README.
+//! filter, is docs/devmode-api.md.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -273,7 +273,7 @@ impl StoreWorker {
 fn decode(item: Teed) -> Result<ExportTraceServiceRequest, u64> {
     match item {
         Teed::Otlp(body) => ExportTraceServiceRequest::decode(body.clone()).map_err(|_| {
-            // The intake's scan already counted the spans; count them again from the scan.
+            // How many spans were lost: the scan the intake passed counts them without decoding.
             crate::wire::otlp::scan_export(&body, usize::MAX).map_or(0, |s| u64::from(s.count))
         }),
         Teed::Lightstep {
