@@ -11,8 +11,8 @@
 //! serialises writers and counts what [`Store::insert`] reports.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -344,18 +344,60 @@ impl SpanSummary {
     }
 }
 
+/// Sequence numbers of traces, ascending. New traces come last and eviction always takes the
+/// oldest trace, which is then the front of every list holding it: both ends are O(1).
+type Postings = VecDeque<u64>;
+
+fn post(list: &mut Postings, seq: u64) {
+    match list.back() {
+        Some(&last) if last == seq => {}
+        Some(&last) if last > seq => {
+            if let Err(at) = list.binary_search(&seq) {
+                list.insert(at, seq);
+            }
+        }
+        _ => list.push_back(seq),
+    }
+}
+
+fn unpost(list: &mut Postings, seq: u64) {
+    if list.front() == Some(&seq) {
+        list.pop_front();
+    } else if let Ok(at) = list.binary_search(&seq) {
+        list.remove(at);
+    }
+}
+
+/// The tag index is keyed by hashes already: do not hash them again.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Debug, Default)]
 struct OperationEntry {
     spans: u64,
     errors: u64,
-    traces: BTreeSet<u64>,
+    traces: Postings,
 }
 
 #[derive(Debug, Default)]
 struct ServiceEntry {
     spans: u64,
     errors: u64,
-    traces: BTreeSet<u64>,
+    traces: Postings,
     operations: BTreeMap<Arc<str>, OperationEntry>,
 }
 
@@ -371,7 +413,7 @@ pub struct Store {
     ids: HashMap<TraceId, u64>,
     services: BTreeMap<Arc<str>, ServiceEntry>,
     /// Hash of (key, value text) -> traces holding such an attribute.
-    tags: HashMap<u64, BTreeSet<u64>>,
+    tags: HashMap<u64, Postings, BuildHasherDefault<Prehashed>>,
     evicted: Evicted,
 }
 
@@ -386,7 +428,7 @@ impl Store {
             traces: BTreeMap::new(),
             ids: HashMap::new(),
             services: BTreeMap::new(),
-            tags: HashMap::new(),
+            tags: HashMap::default(),
             evicted: Evicted::default(),
         }
     }
@@ -429,6 +471,10 @@ impl Store {
         }
         self.evicted.traces += evicted.traces;
         self.evicted.spans += evicted.spans;
+        if self.used + charge > self.limit {
+            // Only when the span's own trace was evicted and restarting it does not fit.
+            return Err(Rejected::TooLarge);
+        }
 
         let seq = match self.ids.get(&id) {
             Some(&seq) => seq,
@@ -460,7 +506,7 @@ impl Store {
         let entry = self.services.entry(service.clone()).or_default();
         entry.spans += 1;
         entry.errors += u64::from(error);
-        entry.traces.insert(seq);
+        post(&mut entry.traces, seq);
         let operation = match entry.operations.get_key_value(name.as_str()) {
             Some((k, _)) => k.clone(),
             None => Arc::from(name),
@@ -468,9 +514,9 @@ impl Store {
         let op = entry.operations.entry(operation.clone()).or_default();
         op.spans += 1;
         op.errors += u64::from(error);
-        op.traces.insert(seq);
+        post(&mut op.traces, seq);
         for hash in indexed {
-            self.tags.entry(hash).or_default().insert(seq);
+            post(self.tags.entry(hash).or_default(), seq);
         }
 
         let trace = self
@@ -503,11 +549,11 @@ impl Store {
             if let Some(entry) = self.services.get_mut(&*span.service) {
                 entry.spans -= 1;
                 entry.errors -= u64::from(span.error);
-                entry.traces.remove(&trace.seq);
+                unpost(&mut entry.traces, trace.seq);
                 if let Some(op) = entry.operations.get_mut(&*span.operation) {
                     op.spans -= 1;
                     op.errors -= u64::from(span.error);
-                    op.traces.remove(&trace.seq);
+                    unpost(&mut op.traces, trace.seq);
                     if op.spans == 0 {
                         entry.operations.remove(&*span.operation);
                     }
@@ -518,7 +564,7 @@ impl Store {
             }
             for hash in indexed_tags(&span.span) {
                 if let Some(postings) = self.tags.get_mut(&hash) {
-                    postings.remove(&trace.seq);
+                    unpost(postings, trace.seq);
                     if postings.is_empty() {
                         self.tags.remove(&hash);
                     }
@@ -535,7 +581,7 @@ impl Store {
     /// Traces that may hold spans matching `query`, newest arrival first: the postings of the
     /// most selective indexed filter, or every trace.
     fn candidates<'a>(&'a self, query: &'a SpanQuery) -> Box<dyn Iterator<Item = &'a Trace> + 'a> {
-        let mut lists: Vec<Option<&BTreeSet<u64>>> = Vec::new();
+        let mut lists: Vec<Option<&Postings>> = Vec::new();
         if let Some(service) = &query.service {
             let entry = self.services.get(service.as_str());
             lists.push(entry.map(|e| &e.traces));
@@ -553,7 +599,7 @@ impl Store {
         if lists.iter().any(Option::is_none) {
             return Box::new(std::iter::empty());
         }
-        let traces = |postings: &'a BTreeSet<u64>| {
+        let traces = |postings: &'a Postings| {
             postings
                 .iter()
                 .rev()
@@ -885,30 +931,57 @@ fn times(span: &Span) -> (u64, u64) {
     (start, duration)
 }
 
+/// Feeds text into a hasher without building a `String`.
+struct HashText<'a>(&'a mut DefaultHasher);
+
+impl std::fmt::Write for HashText<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The index key of attribute `key` whose value reads `value` (see [`text`]).
 fn tag_hash(key: &str, value: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    value.hash(&mut h);
+    let mut h = tag_hasher(key);
+    h.write(value.as_bytes());
+    h.write_u8(0xff);
     h.finish()
+}
+
+fn tag_hasher(key: &str) -> DefaultHasher {
+    let mut h = DefaultHasher::new();
+    h.write(key.as_bytes());
+    h.write_u8(0xff);
+    h
+}
+
+/// [`tag_hash`] of an attribute, computed without allocating; `None` for values that are not
+/// indexed (arrays, maps, bytes, text longer than [`MAX_INDEXED_VALUE`]).
+fn attribute_hash(kv: &KeyValue) -> Option<u64> {
+    use std::fmt::Write;
+    let value = kv.value.as_ref()?;
+    let mut h = tag_hasher(&kv.key);
+    match &value.value {
+        Some(Value::StringValue(s)) if s.len() <= MAX_INDEXED_VALUE => h.write(s.as_bytes()),
+        Some(Value::BoolValue(b)) => h.write(if *b { b"true" } else { b"false" }),
+        Some(Value::IntValue(i)) => write!(HashText(&mut h), "{i}").ok()?,
+        Some(Value::DoubleValue(d)) => {
+            if d.to_string().len() > MAX_INDEXED_VALUE {
+                return None;
+            }
+            write!(HashText(&mut h), "{d}").ok()?
+        }
+        Some(Value::StringValueStrindex(i)) => write!(HashText(&mut h), "{i}").ok()?,
+        _ => return None,
+    }
+    h.write_u8(0xff);
+    Some(h.finish())
 }
 
 /// Index keys of `span`'s attributes: scalar values no longer than [`MAX_INDEXED_VALUE`].
 fn indexed_tags(span: &Span) -> Vec<u64> {
-    let mut out: Vec<u64> = span
-        .attributes
-        .iter()
-        .filter_map(|kv| {
-            let value = kv.value.as_ref()?;
-            match value.value {
-                Some(Value::ArrayValue(_) | Value::KvlistValue(_) | Value::BytesValue(_))
-                | None => None,
-                _ => {
-                    let t = text(value);
-                    (t.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(&kv.key, &t))
-                }
-            }
-        })
-        .collect();
+    let mut out: Vec<u64> = span.attributes.iter().filter_map(attribute_hash).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -1306,6 +1379,39 @@ mod tests {
                 .trace(&parse_trace_id("0000000000000007").unwrap())
                 .is_some()
         );
+    }
+
+    #[test]
+    fn attribute_hashes_are_the_hashes_queries_look_up() {
+        for value in [
+            Value::StringValue("v".into()),
+            Value::BoolValue(true),
+            Value::BoolValue(false),
+            Value::IntValue(-42),
+            Value::DoubleValue(0.25),
+            Value::StringValueStrindex(3),
+        ] {
+            let kv = attr("k", value);
+            let text = text(kv.value.as_ref().unwrap()).into_owned();
+            assert_eq!(attribute_hash(&kv), Some(tag_hash("k", &text)), "{text}");
+            assert_ne!(attribute_hash(&kv), Some(tag_hash("kk", &text)));
+        }
+        let long = attr("k", Value::StringValue("x".repeat(MAX_INDEXED_VALUE + 1)));
+        assert_eq!(attribute_hash(&long), None);
+        assert_eq!(attribute_hash(&attr("k", Value::BytesValue(vec![1]))), None);
+    }
+
+    #[test]
+    fn postings_stay_sorted_and_drop_the_oldest_from_the_front() {
+        let mut list = Postings::new();
+        for seq in [1, 3, 3, 2, 5, 4, 5] {
+            post(&mut list, seq);
+        }
+        assert_eq!(list, [1, 2, 3, 4, 5]);
+        unpost(&mut list, 1);
+        unpost(&mut list, 4);
+        unpost(&mut list, 9);
+        assert_eq!(list, [2, 3, 5]);
     }
 
     #[test]
