@@ -3,7 +3,7 @@
 //! spans (server-sent events) and the satellite's status.
 //!
 //! Thin handlers: parse the query (every parameter checked, unknown ones refused), ask the
-//! [`Store`](super::Store) under its read lock, serialise. Bad parameters are `400` with
+//! [`Store`] under its read lock, serialise. Bad parameters are `400` with
 //! `{"error": "<message naming the parameter>"}`. The contract, with the semantics of every
 //! filter, is docs/devmode-api.md.
 
