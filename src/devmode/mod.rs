@@ -639,4 +639,48 @@ mod tests {
             UNKNOWN_SERVICE
         );
     }
+
+    #[test]
+    fn a_full_queue_drops_for_the_store_only_and_counts() {
+        let (tee, dev) = DevMode::start(1 << 20);
+        let export = |n: u8| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![n.max(1); 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        let offered = QUEUE_REQUESTS as u64 + 100;
+        {
+            // A reader holding the store stalls the store thread: the queue fills up.
+            let _reader = dev.store.read().unwrap();
+            for n in 0..offered {
+                tee.otlp(Bytes::from(export(n as u8)), 1);
+            }
+            assert!(dev.dropped() >= 99, "dropped {}", dev.dropped());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stored = dev.store.read().unwrap().stats();
+            let seen = stored.spans + stored.evicted_spans + dev.dropped();
+            if seen == offered {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{seen} of {offered} accounted for"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(dev.received(), offered);
+    }
 }
