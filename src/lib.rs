@@ -97,7 +97,9 @@ pub async fn run(
             drain.abort.clone(),
         )?),
         None => {
-            warn!("forwarding is off (no --upstream): spans are accepted and counted, not kept");
+            info!(
+                "forwarding is off (no --upstream): spans are kept in the developer-mode store only"
+            );
             Exporter::Off
         }
     };
