@@ -97,7 +97,15 @@ fn s(v: impl Into<String>) -> Value {
 
 /// One span of the Bookinfo shape: (label, parent label, service, name, kind, offset µs,
 /// typical duration µs).
-type Hop = (usize, Option<usize>, &'static str, &'static str, i32, u64, u64);
+type Hop = (
+    usize,
+    Option<usize>,
+    &'static str,
+    &'static str,
+    i32,
+    u64,
+    u64,
+);
 
 /// One Bookinfo page load as an OTLP export, one resource per service, the way Envoy's
 /// OpenTelemetry tracer sends it (client and server proxy spans for every call).
