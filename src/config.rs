@@ -169,6 +169,10 @@ pub struct Flags {
     #[arg(long, env = "CUBESAT_RETRY_MAX_ELAPSED", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub retry_max_elapsed: Option<Duration>,
+    /// Developer mode: memory for stored spans; the oldest whole traces are evicted beyond it
+    /// [default: 256MiB].
+    #[arg(long, env = "CUBESAT_STORE_BYTES", value_name = "SIZE")]
+    pub store_bytes: Option<ByteSize>,
     /// On SIGTERM/SIGINT, how long to flush buffered spans before exiting [default: 10s].
     #[arg(long, env = "CUBESAT_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -277,7 +281,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Log filter.
     pub log_level: String,
+    /// Developer mode: the trace store's byte budget.
+    pub store_bytes: usize,
 }
+
+/// The smallest `store-bytes` accepted: room for a few hundred spans.
+pub const MIN_STORE_BYTES: usize = 64 << 10;
 
 /// The default upstream of `cubesat serve`.
 pub const DEFAULT_UPSTREAM: &str = "https://ingest.lightstep.com:443";
@@ -390,6 +399,23 @@ impl Config {
                 ),
             ));
         }
+        let store_bytes = match (mode, pick!(store_bytes)) {
+            (Mode::Serve, Some(size)) => {
+                return Err(invalid(
+                    "store-bytes",
+                    size,
+                    "nothing in `cubesat serve`: the trace store exists in developer mode only",
+                ));
+            }
+            (_, Some(size)) if size.as_u64() < MIN_STORE_BYTES as u64 => {
+                return Err(invalid(
+                    "store-bytes",
+                    size,
+                    format!("at least {}", ByteSize(MIN_STORE_BYTES as u64)),
+                ));
+            }
+            (_, size) => size.map_or(256 << 20, |b| b.as_u64() as usize),
+        };
         let batch = BatchLimits {
             max_spans: at_least_one("batch-spans", pick!(batch_spans).map(|n| n as usize), 4096)?
                 as u32,
@@ -418,6 +444,7 @@ impl Config {
             max_connections: at_least_one("max-connections", pick!(max_connections), 10_000)?,
             drain_timeout: pick!(drain_timeout).unwrap_or(Duration::from_secs(10)),
             log_level: pick!(log_level).unwrap_or_else(|| "info".to_owned()),
+            store_bytes,
         })
     }
 }
@@ -557,6 +584,7 @@ mod tests {
             (&["serve", "--batch-spans", "0"], "`batch-spans`"),
             (&["serve", "--buffer-bytes", "1MiB"], "`buffer-bytes`"),
             (&["serve", "--upstream-ca", "/nope.pem"], "`upstream-ca`"),
+            (&["serve", "--store-bytes", "1MiB"], "`store-bytes`"),
         ];
         for (args, key) in cases {
             let err = Config::merge(Mode::Serve, flags(args), Flags::default())
@@ -581,6 +609,28 @@ mod tests {
         let file: Flags = toml::from_str("upstream-protocol = \"lightstep\"").unwrap();
         let c = Config::merge(Mode::Serve, Flags::default(), file).unwrap();
         assert_eq!(upstream(c).forced(), Some(Protocol::Lightstep));
+    }
+
+    #[test]
+    fn store_bytes_flag_file_and_default() {
+        let c = Config::merge(Mode::Dev, Flags::default(), Flags::default()).unwrap();
+        assert_eq!(c.store_bytes, 256 << 20);
+        let file: Flags = toml::from_str("store-bytes = \"8 MiB\"").unwrap();
+        let c = Config::merge(Mode::Dev, Flags::default(), file.clone()).unwrap();
+        assert_eq!(c.store_bytes, 8 << 20);
+        let c = Config::merge(Mode::Dev, flags(&["--store-bytes", "1MiB"]), file).unwrap();
+        assert_eq!(c.store_bytes, 1 << 20);
+        let err = Config::merge(
+            Mode::Dev,
+            flags(&["--store-bytes", "1KiB"]),
+            Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`store-bytes`") && err.contains("at least"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,9 +24,11 @@
 //! | [`forward`] | the upstream client |
 //! | [`translate`] | Lightstep <-> OTLP, when `--upstream-protocol` forces one protocol |
 //! | [`admin`] | `/_ready`, `/_live`, `/metrics`, `/diagnostics` |
+//! | [`devmode`] | developer mode: the trace store fed by a tee after the intake, JSON API, web UI |
 
 pub mod admin;
 pub mod config;
+pub mod devmode;
 pub mod forward;
 pub mod ingest;
 pub mod listen;
@@ -99,7 +101,9 @@ pub async fn run(
             drain.abort.clone(),
         )?),
         None => {
-            warn!("forwarding is off (no --upstream): spans are accepted and counted, not kept");
+            info!(
+                "forwarding is off (no --upstream): spans are kept in the developer-mode store only"
+            );
             Exporter::Off
         }
     };
@@ -107,7 +111,7 @@ pub async fn run(
         Exporter::Upstream(up) => Some(up.health()),
         Exporter::Off => None,
     };
-    let (readiness, startup) = admin::Readiness::new(ring.clone(), upstream_health);
+    let (readiness, startup) = admin::Readiness::new(ring.clone(), upstream_health.clone());
 
     // Sides of the pipeline, upstream end first.
     if let Exporter::Upstream(up) = &exporter {
@@ -121,10 +125,14 @@ pub async fn run(
         let batcher = Batcher::new(config.batch, exporter.clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
-    let intake = Arc::new(
-        Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
-            .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced())),
-    );
+    let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
+        .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()));
+    // Developer mode keeps a copy of every accepted span; forwarding is unchanged.
+    let devmode = (config.mode == Mode::Dev).then(|| devmode::DevMode::start(config.store_bytes));
+    if let Some((tee, _)) = &devmode {
+        intake = intake.with_tee(tee.clone());
+    }
+    let intake = Arc::new(intake);
     let routes = ingest::router(intake, config.max_message_bytes).await?;
 
     let limits = ConnLimits {
@@ -149,13 +157,22 @@ pub async fn run(
             drain.stop_accepting.clone(),
         ));
     }
-    let admin_router = admin::router(admin::AdminState {
+    let mut admin_router = admin::router(admin::AdminState {
         readiness: readiness.clone(),
         metrics,
         addrs,
         mode: config.mode,
         upstream: config.upstream.as_ref().map(|u| u.url.to_string()),
     });
+    if let Some((_, dev)) = devmode {
+        admin_router = admin_router.merge(devmode::router(devmode::api::ApiState {
+            dev,
+            addrs,
+            upstream: config.upstream.as_ref().map(|u| u.url.to_string()),
+            upstream_health: upstream_health.clone(),
+            shutdown: drain.stop_accepting.clone(),
+        }));
+    }
     let admin_stop = drain.abort.clone();
     let admin = tokio::spawn(async move {
         let serve = axum::serve(listeners.admin, admin_router)
@@ -166,6 +183,9 @@ pub async fn run(
     });
     drop(startup);
     info!(mode = ?config.mode, "cubesat ready to accept spans");
+    if config.mode == Mode::Dev {
+        println!("cubesat dev UI: {}", devmode::api::ui_url(addrs.admin));
+    }
 
     shutdown.await;
     let deadline = tokio::time::Instant::now() + config.drain_timeout;

@@ -37,6 +37,19 @@ pub const CONNECTIONS_OPEN: &str = "cubesat_ingest_connections";
 /// Ingest connections refused because `max-connections` was reached.
 pub const CONNECTIONS_REFUSED: &str = "cubesat_ingest_connections_refused_total";
 
+/// Developer mode: spans inserted into the trace store.
+pub const STORE_SPANS_STORED: &str = "cubesat_store_spans_stored_total";
+/// Developer mode: spans the store lost before storing them, by `reason`.
+pub const STORE_SPANS_DROPPED: &str = "cubesat_store_spans_dropped_total";
+/// Developer mode: spans evicted from the store with their (oldest) traces.
+pub const STORE_EVICTED_SPANS: &str = "cubesat_store_evicted_spans_total";
+/// Developer mode: whole traces evicted from the store to stay within `store-bytes`.
+pub const STORE_EVICTED_TRACES: &str = "cubesat_store_evicted_traces_total";
+/// Developer mode: bytes charged for what the store holds.
+pub const STORE_BYTES: &str = "cubesat_store_bytes";
+/// Developer mode: the store's byte budget (`store-bytes`).
+pub const STORE_CAPACITY_BYTES: &str = "cubesat_store_capacity_bytes";
+
 /// Why a span was not delivered upstream: the closed label set of [`SPANS_DROPPED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -115,6 +128,29 @@ pub fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Ingest connections refused at max-connections."
+    );
+    describe_counter!(STORE_SPANS_STORED, "Spans stored by developer mode.");
+    describe_counter!(
+        STORE_SPANS_DROPPED,
+        "Spans developer mode's store lost before storing them, by reason."
+    );
+    describe_counter!(
+        STORE_EVICTED_SPANS,
+        "Spans evicted from the developer-mode store with their traces."
+    );
+    describe_counter!(
+        STORE_EVICTED_TRACES,
+        "Whole traces evicted from the developer-mode store to stay within store-bytes."
+    );
+    describe_gauge!(
+        STORE_BYTES,
+        Unit::Bytes,
+        "Bytes charged for what the developer-mode store holds."
+    );
+    describe_gauge!(
+        STORE_CAPACITY_BYTES,
+        Unit::Bytes,
+        "The developer-mode store's byte budget."
     );
 }
 

@@ -53,6 +53,8 @@ pub struct Intake {
     forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
+    /// Developer mode: accepted requests are also offered to the trace store.
+    tee: Option<crate::devmode::Tee>,
 }
 
 #[derive(Debug)]
@@ -98,6 +100,7 @@ impl Intake {
             forced: None,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
             otlp: ProtocolCounters::new(Protocol::Otlp),
+            tee: None,
         }
     }
 
@@ -105,6 +108,12 @@ impl Intake {
     /// one); `None` (`auto`) lets each leave in the protocol it arrived in.
     pub fn with_upstream_protocol(mut self, protocol: Option<Protocol>) -> Self {
         self.forced = protocol;
+        self
+    }
+
+    /// Also offers every accepted request to developer mode's trace store.
+    pub fn with_tee(mut self, tee: crate::devmode::Tee) -> Self {
+        self.tee = Some(tee);
         self
     }
 
@@ -142,18 +151,31 @@ impl Intake {
         if scan.spans.count == 0 {
             return Ok(Accepted { spans: 0 });
         }
-        if self.forced == Some(Protocol::Otlp) {
-            return self.lightstep_as_otlp(scan, header_token);
-        }
-        let key = BatchKey {
-            protocol: Protocol::Lightstep,
-            token: self
-                .tokens
-                .resolve(scan.access_token.as_ref(), header_token),
-            reporter: scan.reporter,
-            timestamp_offset_micros: scan.timestamp_offset_micros,
+        // Developer mode stores the request as it arrived, whatever protocol it leaves in.
+        let teed = self.tee.as_ref().map(|_| {
+            (
+                scan.reporter.clone(),
+                scan.spans.runs.clone(),
+                scan.timestamp_offset_micros,
+            )
+        });
+        let accepted = if self.forced == Some(Protocol::Otlp) {
+            self.lightstep_as_otlp(scan, header_token)?
+        } else {
+            let key = BatchKey {
+                protocol: Protocol::Lightstep,
+                token: self
+                    .tokens
+                    .resolve(scan.access_token.as_ref(), header_token),
+                reporter: scan.reporter,
+                timestamp_offset_micros: scan.timestamp_offset_micros,
+            };
+            self.admit(counters, key, scan.spans, charge_bytes)?
         };
-        self.admit(counters, key, scan.spans, charge_bytes)
+        if let (Some(tee), Some((reporter, runs, offset))) = (&self.tee, teed) {
+            tee.lightstep(reporter, offset, runs, accepted.spans);
+        }
+        Ok(accepted)
     }
 
     /// Counts spans lost because their stream was cut off mid-span.
@@ -177,16 +199,22 @@ impl Intake {
         if spans.count == 0 {
             return Ok(Accepted { spans: 0 });
         }
-        if self.forced == Some(Protocol::Lightstep) {
-            return self.otlp_as_lightstep(&body, header_token);
-        }
-        let key = BatchKey {
-            protocol: Protocol::Otlp,
-            token: self.tokens.resolve(None, header_token),
-            reporter: Bytes::new(),
-            timestamp_offset_micros: 0,
+        let accepted = if self.forced == Some(Protocol::Lightstep) {
+            self.otlp_as_lightstep(&body, header_token)?
+        } else {
+            let key = BatchKey {
+                protocol: Protocol::Otlp,
+                token: self.tokens.resolve(None, header_token),
+                reporter: Bytes::new(),
+                timestamp_offset_micros: 0,
+            };
+            let charge = body.len();
+            self.admit(counters, key, spans, charge)?
         };
-        self.admit(counters, key, spans, body.len())
+        if let Some(tee) = &self.tee {
+            tee.otlp(body, accepted.spans);
+        }
+        Ok(accepted)
     }
 
     /// Translates a scanned Lightstep report to OTLP and admits it as an OTLP request.

@@ -1,0 +1,311 @@
+// Explorer: a query bar (service, operation, tags, duration, errors, time window), the latency
+// histogram of the matching spans (clicking a bucket narrows the trace table to that range) and
+// a table of example traces, newest first. After Lightstep's Explorer.
+//
+// Everything the screen shows is in the hash (#/explore?service=..&tag=k=v&sel_lo=..), so a
+// query can be bookmarked, shared and navigated with Back.
+
+import * as api from "./api.js";
+import { toQuery } from "./api.js";
+import { h, replace, table, linkRow, fmtCount, fmtDuration, fmtTime, serviceColor, announce } from "./dom.js";
+
+const BUCKETS = 40;
+const WINDOWS = [
+  ["", "All time"],
+  ["5m", "Last 5 minutes"],
+  ["15m", "Last 15 minutes"],
+  ["1h", "Last hour"],
+  ["6h", "Last 6 hours"],
+];
+const LIMITS = ["20", "50", "100", "500"];
+
+/** Parses "250us", "12ms", "1.5s", "2m" or a bare number of milliseconds into microseconds. */
+export function parseDuration(text) {
+  const t = text.trim();
+  if (!t) return null;
+  const m = /^(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m)?$/i.exec(t);
+  if (!m) return NaN;
+  const scale = { us: 1, "µs": 1, ms: 1e3, s: 1e6, m: 60e6 }[(m[2] || "ms").toLowerCase()];
+  return Math.round(parseFloat(m[1]) * scale);
+}
+
+function windowUs(w) {
+  const m = /^(\d+)([mh])$/.exec(w || "");
+  return m ? Number(m[1]) * (m[2] === "h" ? 3600e6 : 60e6) : null;
+}
+
+/** The server filters of a hash query (without the histogram selection). */
+function filtersOf(params) {
+  const f = {
+    service: params.get("service") || "",
+    operation: params.get("operation") || "",
+    tag: params.getAll("tag").filter(Boolean),
+    min_duration_us: params.get("min_duration_us") || "",
+    max_duration_us: params.get("max_duration_us") || "",
+    errors: params.get("errors") === "true" ? "true" : "",
+  };
+  const w = windowUs(params.get("window"));
+  if (w) f.start_us = Math.floor(Date.now() * 1000 - w);
+  return f;
+}
+
+/** Renders the explorer into `main`. */
+export async function render(main, { params, signal }) {
+  const filters = filtersOf(params);
+  const selLo = params.get("sel_lo");
+  const selHi = params.get("sel_hi");
+  const limit = params.get("limit") || "20";
+
+  const { services } = await api.services();
+  if (signal.aborted) return;
+  const form = await queryBar(params, services.map((s) => s.name).sort(), signal);
+  if (signal.aborted) return;
+
+  const histogramSection = h("section", { class: "histogram-panel", "aria-labelledby": "hist-heading" },
+    h("h2", { id: "hist-heading" }, "Latency of matching spans"), h("p", { class: "loading" }, "Loading…"));
+  const tracesSection = h("section", { class: "traces-panel", "aria-labelledby": "traces-heading" },
+    h("h2", { id: "traces-heading" }, "Example traces"), h("p", { class: "loading" }, "Loading…"));
+  replace(main, h("h1", {}, "Explorer"), form, histogramSection, tracesSection);
+
+  const traceFilters = { ...filters, limit };
+  if (selLo !== null && selLo !== "") {
+    traceFilters.min_duration_us = String(Math.max(Number(selLo), Number(filters.min_duration_us || 0)));
+  }
+  if (selHi !== null && selHi !== "") {
+    const hi = Number(selHi);
+    traceFilters.max_duration_us = String(filters.max_duration_us ? Math.min(hi, Number(filters.max_duration_us)) : hi);
+  }
+
+  const [lat, tr] = await Promise.allSettled([api.latency(filters, BUCKETS), api.traces(traceFilters)]);
+  if (signal.aborted) return;
+  if (lat.status === "fulfilled") {
+    renderHistogram(histogramSection, lat.value, params, selLo, selHi);
+  } else {
+    replace(histogramSection, h("h2", { id: "hist-heading" }, "Latency of matching spans"),
+      h("p", { class: "error", role: "alert" }, lat.reason.message));
+  }
+  if (tr.status === "fulfilled") {
+    renderTraces(tracesSection, tr.value.traces, params, selLo, selHi, limit);
+  } else {
+    replace(tracesSection, h("h2", { id: "traces-heading" }, "Example traces"),
+      h("p", { class: "error", role: "alert" }, tr.reason.message));
+  }
+}
+
+/** Navigates to the explorer with `params`; re-runs the query when the hash is unchanged. */
+function navigate(params) {
+  const hash = `#/explore?${params.toString()}`;
+  if (location.hash === hash) window.dispatchEvent(new HashChangeEvent("hashchange"));
+  else location.hash = hash;
+}
+
+async function queryBar(params, serviceNames, signal) {
+  const service = params.get("service") || "";
+  const field = (id, label, control, hint) =>
+    h("div", { class: "field" }, h("label", { for: id }, label), control,
+      hint ? h("small", { id: `${id}-hint`, class: "hint" }, hint) : null);
+
+  const serviceSel = h("select", { id: "q-service", name: "service" },
+    h("option", { value: "" }, "All services"),
+    serviceNames.map((n) => h("option", { value: n, selected: n === service }, n)));
+  if (service && !serviceNames.includes(service)) {
+    serviceSel.appendChild(h("option", { value: service, selected: true }, `${service} (no spans)`));
+  }
+  const opSel = h("select", { id: "q-operation", name: "operation" });
+  const fillOperations = async (svc, chosen) => {
+    replace(opSel, h("option", { value: "" }, "All operations"));
+    opSel.disabled = !svc;
+    if (!svc) return;
+    try {
+      const { operations } = await api.operations(svc);
+      for (const op of operations.map((o) => o.name).sort()) {
+        opSel.appendChild(h("option", { value: op, selected: op === chosen }, op));
+      }
+    } catch {
+      // An unknown service has no operations; the server will say so when the query runs.
+    }
+    if (chosen && opSel.value !== chosen) opSel.appendChild(h("option", { value: chosen, selected: true }, chosen));
+  };
+  await fillOperations(service, params.get("operation") || "");
+  if (signal.aborted) return h("form");
+  serviceSel.addEventListener("change", () => fillOperations(serviceSel.value, ""));
+
+  const tags = h("input", {
+    id: "q-tags", name: "tags", type: "text", value: params.getAll("tag").join(", "),
+    placeholder: "http.status_code=500, error=true", "aria-describedby": "q-tags-hint", autocomplete: "off",
+  });
+  // Back into the same units parseDuration reads, exactly (no rounding).
+  const usText = (v) => {
+    const us = Number(v);
+    if (!v || Number.isNaN(us)) return "";
+    return us % 1e6 === 0 ? `${us / 1e6}s` : us % 1000 === 0 ? `${us / 1000}ms` : `${us}us`;
+  };
+  const minD = h("input", { id: "q-min", name: "min", type: "text", value: usText(params.get("min_duration_us")), placeholder: "e.g. 10ms", "aria-describedby": "q-dur-hint", size: 8 });
+  const maxD = h("input", { id: "q-max", name: "max", type: "text", value: usText(params.get("max_duration_us")), placeholder: "e.g. 2s", "aria-describedby": "q-dur-hint", size: 8 });
+  const errors = h("input", { id: "q-errors", name: "errors", type: "checkbox", checked: params.get("errors") === "true" });
+  const windowSel = h("select", { id: "q-window", name: "window" },
+    WINDOWS.map(([v, label]) => h("option", { value: v, selected: (params.get("window") || "") === v }, label)));
+  const limitSel = h("select", { id: "q-limit", name: "limit" },
+    LIMITS.map((v) => h("option", { value: v, selected: (params.get("limit") || "20") === v }, v)));
+  const problem = h("p", { class: "error", role: "alert", id: "q-problem" });
+
+  const form = h("form", { class: "query-bar", role: "search", "aria-label": "Trace query" },
+    field("q-service", "Service", serviceSel),
+    field("q-operation", "Operation", opSel),
+    field("q-tags", "Tags", tags, "key=value, comma-separated; all must match"),
+    h("fieldset", { class: "field durations" },
+      h("legend", {}, "Span duration"),
+      h("label", { for: "q-min", class: "visually-hidden" }, "Minimum duration"), minD,
+      h("span", { "aria-hidden": "true" }, "–"),
+      h("label", { for: "q-max", class: "visually-hidden" }, "Maximum duration"), maxD,
+      h("small", { id: "q-dur-hint", class: "hint" }, "us, ms, s or m; a bare number is ms")),
+    field("q-window", "Time", windowSel),
+    field("q-limit", "Traces", limitSel),
+    h("div", { class: "field check" }, errors, h("label", { for: "q-errors" }, "Errors only")),
+    h("div", { class: "field actions" },
+      h("button", { type: "submit", class: "primary" }, "Run query"),
+      h("button", { type: "button", class: "link", onclick: () => navigate(new URLSearchParams()) }, "Clear")),
+    problem);
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const next = new URLSearchParams();
+    const set = (k, v) => v && next.set(k, v);
+    set("service", serviceSel.value);
+    set("operation", serviceSel.value ? opSel.value : "");
+    const tagList = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    const bad = tagList.find((t) => !/^[^=]+=.*$/.test(t));
+    const min = parseDuration(minD.value);
+    const max = parseDuration(maxD.value);
+    for (const el of [tags, minD, maxD]) el.removeAttribute("aria-invalid");
+    let message = "";
+    if (bad) {
+      message = `Tag "${bad}" is not key=value.`;
+      tags.setAttribute("aria-invalid", "true");
+    } else if (Number.isNaN(min)) {
+      message = `Minimum duration "${minD.value}" is not a duration like 10ms.`;
+      minD.setAttribute("aria-invalid", "true");
+    } else if (Number.isNaN(max)) {
+      message = `Maximum duration "${maxD.value}" is not a duration like 2s.`;
+      maxD.setAttribute("aria-invalid", "true");
+    } else if (min !== null && max !== null && min > max) {
+      message = "The minimum duration is above the maximum.";
+      minD.setAttribute("aria-invalid", "true");
+    }
+    if (message) {
+      problem.textContent = message;
+      return;
+    }
+    for (const t of tagList) next.append("tag", t);
+    if (min !== null) next.set("min_duration_us", String(min));
+    if (max !== null) next.set("max_duration_us", String(max));
+    if (errors.checked) next.set("errors", "true");
+    set("window", windowSel.value);
+    if (limitSel.value !== "20") next.set("limit", limitSel.value);
+    navigate(next);
+  });
+  return form;
+}
+
+function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
+  const heading = h("h2", { id: "hist-heading" }, "Latency of matching spans");
+  const count = h("p", { class: "hist-count" },
+    h("span", { id: "histogram-count", dataset: { spans: String(spans) } },
+      h("strong", {}, fmtCount(spans)), ` matching span${spans === 1 ? "" : "s"}`),
+    spans && p50_us !== undefined && p50_us !== null
+      ? h("span", { class: "percentiles" },
+        ` · p50 ${fmtDuration(p50_us)} · p95 ${fmtDuration(p95_us)} · p99 ${fmtDuration(p99_us)}`)
+      : null);
+  if (!spans || !buckets.length) {
+    replace(section, heading, count, h("p", { class: "hint" }, "No spans match this query."));
+    return;
+  }
+  const max = Math.max(...buckets.map((b) => b.count));
+  const lo = selLo !== null && selLo !== "" ? Number(selLo) : null;
+  const hi = selHi !== null && selHi !== "" ? Number(selHi) : null;
+  const inSel = (b) => lo !== null && hi !== null && b.lo_us >= lo && b.hi_us <= hi;
+
+  const select = (b, extend) => {
+    const next = new URLSearchParams(params);
+    if (inSel(b) && !extend && lo === b.lo_us && hi === b.hi_us) {
+      next.delete("sel_lo");
+      next.delete("sel_hi");
+    } else if (extend && lo !== null && hi !== null) {
+      next.set("sel_lo", String(Math.min(lo, b.lo_us)));
+      next.set("sel_hi", String(Math.max(hi, b.hi_us)));
+    } else {
+      next.set("sel_lo", String(b.lo_us));
+      next.set("sel_hi", String(b.hi_us));
+    }
+    navigate(next);
+  };
+  const bars = buckets.map((b, i) => {
+    const label = `${fmtCount(b.count)} span${b.count === 1 ? "" : "s"} between ${fmtDuration(b.lo_us)} and ${fmtDuration(b.hi_us)}`;
+    const bar = h("button", {
+      type: "button", class: `bar ${inSel(b) ? "selected" : ""} ${b.count ? "" : "zero"}`,
+      "aria-pressed": inSel(b) ? "true" : "false", "aria-label": label, title: label,
+      dataset: { count: String(b.count), lo: String(b.lo_us), hi: String(b.hi_us), index: String(i) },
+      onclick: (e) => select(b, e.shiftKey),
+    }, h("span", { class: "fill", style: { height: `${b.count ? Math.max(2, (100 * b.count) / max) : 0}%` } }));
+    bar.addEventListener("keydown", (e) => {
+      const to = e.key === "ArrowRight" ? bar.nextElementSibling : e.key === "ArrowLeft" ? bar.previousElementSibling : null;
+      if (to) {
+        e.preventDefault();
+        to.focus();
+      }
+    });
+    return bar;
+  });
+  const first = buckets[0];
+  const last = buckets[buckets.length - 1];
+  replace(section, heading, count,
+    h("div", { class: "histogram-wrap" },
+      h("div", { class: "y-axis", "aria-hidden": "true" }, h("span", {}, fmtCount(max)), h("span", {}, "0")),
+      h("div", { class: "histogram", role: "group", "aria-label": "Latency histogram: choose a bucket to narrow the traces table, Shift to extend the range" }, bars)),
+    h("div", { class: "x-axis", "aria-hidden": "true" },
+      h("span", {}, fmtDuration(first.lo_us)),
+      h("span", {}, fmtDuration((first.lo_us + last.hi_us) / 2)),
+      h("span", {}, fmtDuration(last.hi_us))),
+    h("p", { class: "hint" }, "Click a bar to show only traces with a span in that latency range; Shift-click extends the range."));
+}
+
+function renderTraces(section, traces, params, selLo, selHi, limit) {
+  const heading = h("h2", { id: "traces-heading" }, "Example traces");
+  const parts = [heading];
+  if (selLo || selHi) {
+    const next = new URLSearchParams(params);
+    next.delete("sel_lo");
+    next.delete("sel_hi");
+    parts.push(h("p", { class: "selection" },
+      `Showing traces with a matching span between ${fmtDuration(Number(selLo))} and ${fmtDuration(Number(selHi))}. `,
+      h("button", { type: "button", class: "link", onclick: () => navigate(next) }, "Clear latency selection")));
+  }
+  if (!traces.length) {
+    parts.push(h("p", { class: "hint", id: "traces-empty" }, "No traces match."));
+    replace(section, ...parts);
+    announce("No traces match the query");
+    return;
+  }
+  const rows = traces.map((t) => {
+    const href = `#/trace/${t.trace_id}`;
+    const tr = h("tr", { class: t.errors ? "error-row" : "", dataset: { traceId: t.trace_id } },
+      h("th", { scope: "row" },
+        h("span", { class: "swatch", style: { background: serviceColor(t.root_service) }, "aria-hidden": "true" }),
+        h("a", { href }, h("span", { class: "svc" }, t.root_service), " ", t.root_operation)),
+      h("td", {}, fmtTime(t.start_us)),
+      h("td", { class: "num" }, fmtDuration(t.duration_us)),
+      h("td", { class: "num" }, fmtCount(t.spans)),
+      h("td", { class: "services-cell" }, (t.services || []).map((s) => h("span", { class: "chip", style: { borderColor: serviceColor(s) } }, s))),
+      h("td", { class: "num" }, fmtCount(t.matched)),
+      h("td", { class: `num ${t.errors ? "has-errors" : ""}` }, fmtCount(t.errors)),
+      h("td", { class: "mono" }, t.trace_id));
+    return linkRow(tr, `Trace ${t.root_service} ${t.root_operation}, ${fmtDuration(t.duration_us)}, ${t.spans} spans, ${t.errors} errors`, () => (location.hash = href));
+  });
+  const more = traces.length >= Number(limit) ? ` (the newest ${limit}; raise “Traces” for more)` : "";
+  parts.push(table(`${traces.length} trace${traces.length === 1 ? "" : "s"}, newest first${more}`, [
+    { label: "Root span" }, { label: "Start" }, { label: "Duration", num: true }, { label: "Spans", num: true },
+    { label: "Services" }, { label: "Matching spans", num: true }, { label: "Errors", num: true }, { label: "Trace ID" },
+  ], rows, "traces"));
+  replace(section, ...parts);
+  announce(`${traces.length} traces match the query`);
+}
