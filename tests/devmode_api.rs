@@ -18,28 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-fn tool_python(var: &str, module: &str, what: &str) -> String {
-    let python = std::env::var(var).unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "no Python with {what} ({python}); set {var} or run the suite with scripts/test"
-    );
-    python
-}
-
-fn otel_python() -> String {
-    tool_python(
-        "CUBESAT_OTEL_PYTHON",
-        "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
-        "the OpenTelemetry SDK",
-    )
-}
-
 /// Starts `cubesat dev` on port 0 with `args` added.
 fn dev(args: &[&str]) -> Cubesat {
     let mut all = vec![

@@ -16,19 +16,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "configured-token";
 
-fn lightstep_python() -> String {
-    let python = std::env::var("CUBESAT_LIGHTSTEP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import lightstep"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with lightstep==4.4.8 ({python}); run the suite with scripts/test"
-    );
-    python
-}
-
 async fn send_with_tracer(
     transport: &str,
     port: u16,
@@ -60,20 +47,7 @@ async fn send_with_tracer(
         Some(ca) => cmd.env("REQUESTS_CA_BUNDLE", ca),
         None => cmd.env_remove("REQUESTS_CA_BUNDLE"),
     };
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tracer flush failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str::<Value>(&stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    run_json_client(cmd).await
 }
 
 fn tag<'a>(span: &'a pb::Span, key: &str) -> Option<&'a pb::key_value::Value> {

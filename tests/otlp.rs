@@ -16,21 +16,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "otlp-configured-token";
 
-fn python() -> String {
-    let python = std::env::var("CUBESAT_OTEL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc",
-        ])
-        .status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "no Python with the OpenTelemetry SDK ({python}); run the suite with scripts/test"
-    );
-    python
-}
-
 /// Runs the SDK client; returns the spans it says it sent.
 async fn send_with_sdk(protocol: &str, endpoint: String, token: &str) -> Vec<Value> {
     send_with_sdk_tls(protocol, endpoint, token, None).await
@@ -43,7 +28,7 @@ async fn send_with_sdk_tls(
     token: &str,
     ca: Option<&std::path::Path>,
 ) -> Vec<Value> {
-    let python = python();
+    let python = otel_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_send.py");
     let mut args = vec![
         script.to_owned(),
@@ -53,27 +38,11 @@ async fn send_with_sdk_tls(
     ];
     args.extend(ca.map(|p| p.display().to_string()));
     // `requests` lets these override the exporter's own CA file; the SDK must use ours.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(args)
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .env_remove("CURL_CA_BUNDLE")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK export failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str::<Value>(&stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let mut cmd = Command::new(python);
+    cmd.args(args)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE");
+    run_json_client(cmd).await
 }
 
 fn hex(bytes: &[u8]) -> String {

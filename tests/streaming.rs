@@ -24,21 +24,6 @@ use tokio::net::{TcpListener, TcpStream};
 const TOKEN: &str = "configured-token";
 const TRACER_TOKEN: &str = "streaming-token";
 
-/// The Python with `lightstep-streaming==0.14.0`, named by `CUBESAT_STREAMING_PYTHON`.
-fn streaming_python() -> String {
-    let python = std::env::var("CUBESAT_STREAMING_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import lightstep_streaming"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with lightstep-streaming==0.14.0 ({python}): set CUBESAT_STREAMING_PYTHON \
-         or run the suite with scripts/test"
-    );
-    python
-}
-
 /// Compiles the `PY_SSIZE_T_CLEAN` shim into `dir` with `cc`; returns the shared object.
 fn build_shim(dir: &Path) -> PathBuf {
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shim/py_ssize_t_clean.c");

@@ -461,19 +461,6 @@ async fn browser_thrift_tracers_get_cors() {
 // ---------------------------------------------------------------------------------------------
 // Real tracers.
 
-fn lightstep_python() -> String {
-    let python = std::env::var("CUBESAT_LIGHTSTEP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import lightstep, thrift"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with lightstep==4.4.8 ({python}): set CUBESAT_LIGHTSTEP_PYTHON or run scripts/test"
-    );
-    python
-}
-
 async fn check_python_thrift(tls: bool) {
     let (_dir, ca, cert, key) = dev_certs();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());

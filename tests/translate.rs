@@ -19,58 +19,13 @@ use serde_json::Value;
 
 const TOKEN: &str = "translate-configured-token";
 
-fn otel_python() -> String {
-    let python = std::env::var("CUBESAT_OTEL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with the OpenTelemetry SDK ({python}): set CUBESAT_OTEL_PYTHON or run scripts/test"
-    );
-    python
-}
-
-fn lightstep_python() -> String {
-    let python = std::env::var("CUBESAT_LIGHTSTEP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import lightstep"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with lightstep==4.4.8 ({python}): set CUBESAT_LIGHTSTEP_PYTHON or run scripts/test"
-    );
-    python
-}
-
 /// Runs a client script; returns the JSON array it prints.
 async fn run_client(python: String, args: Vec<String>) -> Vec<Value> {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(args)
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .env_remove("CURL_CA_BUNDLE")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str::<Value>(&stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let mut cmd = Command::new(python);
+    cmd.args(args)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE");
+    run_json_client(cmd).await
 }
 
 async fn start(upstream_protocol: &str) -> (Capture, CaptureServer, Cubesat) {

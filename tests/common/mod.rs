@@ -749,3 +749,69 @@ pub async fn post(
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A client's Python interpreter: `var` if set (else `python3`), checked to import `modules`;
+/// the test fails naming `var` when it cannot.
+pub fn tool_python(var: &str, modules: &str, what: &str) -> String {
+    let python = std::env::var(var).unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "no Python with {what} ({python}); set {var} or run the suite with scripts/test"
+    );
+    python
+}
+
+/// Runs a client script that prints what it sent as a JSON array; fails the test with the
+/// client's output when it fails.
+pub async fn run_json_client(mut cmd: Command) -> Vec<serde_json::Value> {
+    let client = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("client runs"))
+        .await
+        .expect("client task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client {client} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_str::<serde_json::Value>(&stdout) {
+        Ok(serde_json::Value::Array(sent)) => sent,
+        other => panic!("client printed {other:?}, not a JSON array: {stdout}"),
+    }
+}
+
+/// The OpenTelemetry Python SDK with the OTLP gRPC and HTTP exporters.
+pub fn otel_python() -> String {
+    tool_python(
+        "CUBESAT_OTEL_PYTHON",
+        "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+        "the OpenTelemetry SDK and OTLP exporters",
+    )
+}
+
+/// The PyPI `lightstep==4.4.8` tracer (with its Thrift dependency).
+pub fn lightstep_python() -> String {
+    tool_python(
+        "CUBESAT_LIGHTSTEP_PYTHON",
+        "lightstep, thrift",
+        "lightstep==4.4.8",
+    )
+}
+
+/// The PyPI `lightstep-streaming==0.14.0` C++ stream recorder.
+pub fn streaming_python() -> String {
+    tool_python(
+        "CUBESAT_STREAMING_PYTHON",
+        "lightstep_streaming",
+        "lightstep-streaming==0.14.0",
+    )
+}
