@@ -56,6 +56,20 @@ pub const FIXED32: u8 = 5;
 /// Reads a base-128 varint at `*pos`, advancing `pos`.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
+    // Tags and most lengths are one byte: take those without entering the loop.
+    match buf.get(*pos) {
+        Some(&byte) if byte < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(byte))
+        }
+        Some(_) => read_long_varint(buf, pos, field),
+        None => Err(WireError::Truncated { field }),
+    }
+}
+
+/// The rest of [`read_varint`], for varints of two bytes or more.
+#[inline(never)]
+fn read_long_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
     let mut value: u64 = 0;
     for shift in 0..10 {
         let Some(&byte) = buf.get(*pos) else {
@@ -142,6 +156,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn next_field(&mut self) -> Result<Field, WireError> {
         let start = self.pos;
         let buf = &self.buf[..self.end];
@@ -249,6 +264,48 @@ impl Field {
     }
 }
 
+/// Checks that `buf[start..end]` is a run of soundly framed fields, finding the same first
+/// error [`Fields`] would, but without producing the fields: the per-span check of the hot path,
+/// where building each [`Field`] costs more than the walk itself.
+#[inline]
+pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
+    let buf = &buf[..end.min(buf.len())];
+    let mut pos = start;
+    while pos < buf.len() {
+        let key = read_varint(buf, &mut pos, 0)?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
+        if number == 0 {
+            return Err(WireError::ZeroField);
+        }
+        let truncated = WireError::Truncated { field: number };
+        pos = match (key & 7) as u8 {
+            VARINT => {
+                read_varint(buf, &mut pos, number)?;
+                pos
+            }
+            FIXED64 => pos + 8,
+            FIXED32 => pos + 4,
+            LEN => {
+                let len = read_varint(buf, &mut pos, number)?;
+                usize::try_from(len)
+                    .ok()
+                    .and_then(|len| pos.checked_add(len))
+                    .ok_or(truncated)?
+            }
+            wire_type => {
+                return Err(WireError::BadWireType {
+                    field: number,
+                    wire_type,
+                });
+            }
+        };
+        if pos > buf.len() {
+            return Err(truncated);
+        }
+    }
+    Ok(())
+}
+
 /// Field number and total size (tag included) of the field at the start of `buf`, or `None`
 /// while `buf` holds only part of it: for reading a message that arrives in pieces.
 pub fn complete_field(buf: &[u8]) -> Result<Option<(u32, usize)>, WireError> {
@@ -333,6 +390,32 @@ mod tests {
         assert_eq!(complete_field(&buf), Ok(Some((3, 5))));
         assert_eq!(complete_field(&buf[5..]), Ok(None));
         assert_eq!(complete_field(&[0x00]), Err(WireError::ZeroField));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn check_fields_finds_what_fields_finds(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            start in 0usize..300,
+            end in 0usize..300,
+        ) {
+            let walked = Fields::within(&bytes, start, end).find_map(Result::err);
+            proptest::prop_assert_eq!(check_fields(&bytes, start, end).err(), walked);
+        }
+    }
+
+    #[test]
+    fn check_fields_on_real_framing() {
+        // varint, fixed64, fixed32 and a length-delimited field, all whole.
+        let mut buf = vec![
+            0x08, 0x96, 0x01, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 0x1d, 1, 2, 3, 4,
+        ];
+        buf.extend_from_slice(&[0x22, 0x02, b'h', b'i']);
+        assert_eq!(check_fields(&buf, 0, buf.len()), Ok(()));
+        for cut in 1..buf.len() {
+            let walked = Fields::within(&buf, 0, cut).find_map(Result::err);
+            assert_eq!(check_fields(&buf, 0, cut).err(), walked, "cut at {cut}");
+        }
     }
 
     #[test]

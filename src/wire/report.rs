@@ -146,10 +146,7 @@ pub fn check_span_field(field: &[u8]) -> Result<(), WireError> {
 /// poisoning an upstream batch.
 #[inline]
 fn check_framing(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
-    for field in Fields::within(buf, start, end) {
-        field?;
-    }
-    Ok(())
+    super::check_fields(buf, start, end)
 }
 
 /// Sums the `spans.dropped` samples in `InternalMetrics.counts`.
