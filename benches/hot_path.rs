@@ -18,7 +18,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, Throughput, criterion_group};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BatchSize, Criterion, Throughput};
+use nix::time::{ClockId, clock_gettime};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -78,6 +80,99 @@ fn allocations_in(f: impl FnOnce()) -> u64 {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     f();
     ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread CPU time
+// ---------------------------------------------------------------------------------------------
+
+/// A criterion clock that reads this thread's CPU time: on a few shared, busy cores, wall time
+/// also counts the time other processes hold the CPU. Criterion runs the routines on the
+/// calling thread, so this is the time the code under test ran.
+struct ThreadCpuTime;
+
+fn thread_cpu_time() -> Duration {
+    let now =
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("Linux has a per-thread CPU clock");
+    Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuNanos
+    }
+}
+
+/// Prints CPU nanoseconds as times and throughputs, in the units criterion uses for wall time.
+struct CpuNanos;
+
+impl ValueFormatter for CpuNanos {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns cpu"),
+            t if t < 1e6 => (1e-3, "µs cpu"),
+            t if t < 1e9 => (1e-6, "ms cpu"),
+            _ => (1e-9, "s cpu"),
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iteration, units) = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                (n, ["B/s", "KB/s", "MB/s", "GB/s"])
+            }
+            Throughput::Bits(n) => (n, ["b/s", "Kb/s", "Mb/s", "Gb/s"]),
+            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
+                (n, ["elem/s", "Kelem/s", "Melem/s", "Gelem/s"])
+            }
+        };
+        let per_second = per_iteration as f64 * 1e9 / typical;
+        let scale = match per_second {
+            r if r < 1e3 => 0,
+            r if r < 1e6 => 1,
+            r if r < 1e9 => 2,
+            _ => 3,
+        };
+        let denominator = 1e3f64.powi(scale);
+        values
+            .iter_mut()
+            .for_each(|v| *v = per_iteration as f64 * 1e9 / *v / denominator);
+        units[scale as usize]
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,14 +623,14 @@ fn report_allocations() {
 // Throughput
 // ---------------------------------------------------------------------------------------------
 
-fn lightstep_scan(c: &mut Criterion) {
+fn lightstep_scan<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let buf = lightstep_request(SPANS);
     let scan = scan_report(&buf, LIMITS.max_bytes).expect("valid report");
     assert_eq!(scan.spans.count as usize, SPANS);
     let decoded = pb::ReportRequest::decode(buf.clone()).expect("valid report");
     assert_eq!(decoded.spans.len(), SPANS);
 
-    let mut group = c.benchmark_group("lightstep_scan");
+    let mut group = c.benchmark_group(format!("lightstep_scan{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
     group.bench_function("cubesat_scan_report", |b| {
         b.iter(|| scan_report(black_box(&buf), LIMITS.max_bytes))
@@ -546,12 +641,12 @@ fn lightstep_scan(c: &mut Criterion) {
     group.finish();
 }
 
-fn lightstep_pipeline(c: &mut Criterion) {
+fn lightstep_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let buf = lightstep_request(SPANS);
     let scan = scan_report(&buf, LIMITS.max_bytes).expect("valid report");
     let key = lightstep_key(&scan);
 
-    let mut group = c.benchmark_group("lightstep_pipeline");
+    let mut group = c.benchmark_group(format!("lightstep_pipeline{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
     let mut pipeline = Pipeline::new();
     group.bench_function("ring_batcher", |b| {
@@ -580,14 +675,14 @@ fn lightstep_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-fn otlp_scan(c: &mut Criterion) {
+fn otlp_scan<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let buf = otlp_request(SPANS);
     let scan = scan_export(&buf, LIMITS.max_bytes).expect("valid export");
     assert_eq!(scan.count as usize, SPANS);
     let decoded = ExportTraceServiceRequest::decode(buf.clone()).expect("valid export");
     assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), SPANS);
 
-    let mut group = c.benchmark_group("otlp_scan");
+    let mut group = c.benchmark_group(format!("otlp_scan{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
     group.bench_function("cubesat_scan_export", |b| {
         b.iter(|| scan_export(black_box(&buf), LIMITS.max_bytes))
@@ -598,11 +693,11 @@ fn otlp_scan(c: &mut Criterion) {
     group.finish();
 }
 
-fn otlp_pipeline(c: &mut Criterion) {
+fn otlp_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let buf = otlp_request(SPANS);
     let spans = scan_export(&buf, LIMITS.max_bytes).expect("valid export");
 
-    let mut group = c.benchmark_group("otlp_pipeline");
+    let mut group = c.benchmark_group(format!("otlp_pipeline{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
     let mut pipeline = Pipeline::new();
     group.bench_function("ring_batcher", |b| {
@@ -631,16 +726,21 @@ fn otlp_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    lightstep_scan,
-    lightstep_pipeline,
-    otlp_scan,
-    otlp_pipeline
-);
+/// Every throughput case, timed by `c`'s clock; `clock` suffixes the group names.
+fn all_cases<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
+    lightstep_scan(c, clock);
+    lightstep_pipeline(c, clock);
+    otlp_scan(c, clock);
+    otlp_pipeline(c, clock);
+}
 
 fn main() {
     report_allocations();
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    let mut wall = Criterion::default().configure_from_args();
+    all_cases(&mut wall, "");
+    let mut cpu = Criterion::default()
+        .with_measurement(ThreadCpuTime)
+        .configure_from_args();
+    all_cases(&mut cpu, "_cpu");
+    wall.final_summary();
 }
