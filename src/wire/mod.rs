@@ -56,18 +56,22 @@ pub const FIXED32: u8 = 5;
 /// Reads a base-128 varint at `*pos`, advancing `pos`.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
-    // Tags and most lengths are one byte: take those without entering the loop.
-    match buf.get(*pos) {
-        Some(&byte) if byte < 0x80 => {
+    // Tags and most lengths take one or two bytes: read those without entering the loop.
+    match *buf.get(*pos..).unwrap_or_default() {
+        [byte, ..] if byte < 0x80 => {
             *pos += 1;
             Ok(u64::from(byte))
         }
-        Some(_) => read_long_varint(buf, pos, field),
-        None => Err(WireError::Truncated { field }),
+        [low, high, ..] if high < 0x80 => {
+            *pos += 2;
+            Ok(u64::from(low & 0x7f) | u64::from(high) << 7)
+        }
+        [] => Err(WireError::Truncated { field }),
+        _ => read_long_varint(buf, pos, field),
     }
 }
 
-/// The rest of [`read_varint`], for varints of two bytes or more.
+/// The rest of [`read_varint`], for varints of three bytes or more (or cut short).
 #[inline(never)]
 fn read_long_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
     let mut value: u64 = 0;
@@ -269,15 +273,46 @@ impl Field {
 /// where building each [`Field`] costs more than the walk itself.
 #[inline]
 pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
+    check_fields_with(buf, start, end, |_, _| Ok(()))
+}
+
+/// [`check_fields`], also calling `on_len(number, payload_len)` for each length-delimited field
+/// once its framing is checked, in order, so a caller can check sizes (of ids, say) in the same
+/// walk. The first error, from either, ends the walk.
+#[inline]
+pub fn check_fields_with<E: From<WireError>>(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    mut on_len: impl FnMut(u32, usize) -> Result<(), E>,
+) -> Result<(), E> {
     let buf = &buf[..end.min(buf.len())];
     let mut pos = start;
     while pos < buf.len() {
+        // Most fields of a span are strings and small messages: a one-byte tag of wire type
+        // LEN (field 1 to 15) and a one-byte length. Skip those in one step.
+        if let Some(&[tag, len]) = buf.get(pos..pos + 2).and_then(|b| b.first_chunk::<2>())
+            && tag & 0x87 == LEN
+            && tag >= 0x08
+            && len < 0x80
+        {
+            pos += 2 + usize::from(len);
+            if pos > buf.len() {
+                return Err(WireError::Truncated {
+                    field: u32::from(tag >> 3),
+                }
+                .into());
+            }
+            on_len(u32::from(tag >> 3), usize::from(len))?;
+            continue;
+        }
         let key = read_varint(buf, &mut pos, 0)?;
         let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
         if number == 0 {
-            return Err(WireError::ZeroField);
+            return Err(WireError::ZeroField.into());
         }
         let truncated = WireError::Truncated { field: number };
+        let mut payload = None;
         pos = match (key & 7) as u8 {
             VARINT => {
                 read_varint(buf, &mut pos, number)?;
@@ -287,20 +322,23 @@ pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireErro
             FIXED32 => pos + 4,
             LEN => {
                 let len = read_varint(buf, &mut pos, number)?;
-                usize::try_from(len)
-                    .ok()
-                    .and_then(|len| pos.checked_add(len))
-                    .ok_or(truncated)?
+                let len = usize::try_from(len).map_err(|_| truncated)?;
+                payload = Some(len);
+                pos.checked_add(len).ok_or(truncated)?
             }
             wire_type => {
                 return Err(WireError::BadWireType {
                     field: number,
                     wire_type,
-                });
+                }
+                .into());
             }
         };
         if pos > buf.len() {
-            return Err(truncated);
+            return Err(truncated.into());
+        }
+        if let Some(len) = payload {
+            on_len(number, len)?;
         }
     }
     Ok(())
