@@ -217,6 +217,39 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl Fields<'_> {
+    /// The next field if it is length-delimited and its tag is the one byte `tag`, read on a
+    /// shorter path than [`Iterator::next`]: for long runs of one repeated field (spans).
+    /// `None` when the next field is anything else (or there is none), consuming nothing.
+    #[inline]
+    pub fn next_if_tag(&mut self, tag: u8) -> Option<Result<Field, WireError>> {
+        debug_assert!(tag & 7 == LEN && (0x08..0x80).contains(&tag));
+        let buf = &self.buf[..self.end];
+        if buf.get(self.pos) != Some(&tag) {
+            return None;
+        }
+        let start = self.pos;
+        let number = u32::from(tag >> 3);
+        let mut pos = start + 1;
+        let field = read_varint(buf, &mut pos, number).and_then(|len| {
+            usize::try_from(len)
+                .ok()
+                .and_then(|len| pos.checked_add(len))
+                .filter(|end| *end <= buf.len())
+                .map(|end| Field {
+                    number,
+                    value: Value::Len { start: pos, end },
+                    start,
+                    end,
+                })
+                .ok_or(WireError::Truncated { field: number })
+        });
+        // As in `next`: stop after an error.
+        self.pos = field.map_or(self.end, |f| f.end);
+        Some(field)
+    }
+}
+
 impl Iterator for Fields<'_> {
     type Item = Result<Field, WireError>;
 
@@ -454,6 +487,25 @@ mod tests {
             let walked = Fields::within(&buf, 0, cut).find_map(Result::err);
             assert_eq!(check_fields(&buf, 0, cut).err(), walked, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn next_if_tag_reads_what_next_reads_or_nothing() {
+        // Two spans fields (3), then field 5, then a span cut short.
+        let buf = [0x1a, 0x01, 0x08, 0x1a, 0x00, 0x28, 0x01, 0x1a, 0x05, 0x00];
+        let mut fast = Fields::new(&buf);
+        let mut slow = Fields::new(&buf);
+        for _ in 0..2 {
+            assert_eq!(fast.next_if_tag(0x1a), slow.next());
+        }
+        assert_eq!(fast.next_if_tag(0x1a), None, "field 5 is not consumed");
+        assert_eq!(fast.next(), slow.next());
+        assert_eq!(
+            fast.next_if_tag(0x1a),
+            Some(Err(WireError::Truncated { field: 3 }))
+        );
+        assert_eq!(slow.next(), Some(Err(WireError::Truncated { field: 3 })));
+        assert_eq!((fast.next(), slow.next()), (None, None));
     }
 
     #[test]
