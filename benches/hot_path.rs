@@ -735,6 +735,11 @@ fn all_cases<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
 }
 
 fn main() {
+    eprintln!(
+        "input: Lightstep ReportRequest of {SPANS} spans: {} bytes; OTLP export of {SPANS} spans: {} bytes",
+        lightstep_request(SPANS).len(),
+        otlp_request(SPANS).len()
+    );
     report_allocations();
     let mut wall = Criterion::default().configure_from_args();
     all_cases(&mut wall, "");
