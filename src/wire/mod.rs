@@ -56,6 +56,24 @@ pub const FIXED32: u8 = 5;
 /// Reads a base-128 varint at `*pos`, advancing `pos`.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
+    // Tags and most lengths take one or two bytes: read those without entering the loop.
+    match *buf.get(*pos..).unwrap_or_default() {
+        [byte, ..] if byte < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(byte))
+        }
+        [low, high, ..] if high < 0x80 => {
+            *pos += 2;
+            Ok(u64::from(low & 0x7f) | u64::from(high) << 7)
+        }
+        [] => Err(WireError::Truncated { field }),
+        _ => read_long_varint(buf, pos, field),
+    }
+}
+
+/// The rest of [`read_varint`], for varints of three bytes or more (or cut short).
+#[inline(never)]
+fn read_long_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, WireError> {
     let mut value: u64 = 0;
     for shift in 0..10 {
         let Some(&byte) = buf.get(*pos) else {
@@ -142,6 +160,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn next_field(&mut self) -> Result<Field, WireError> {
         let start = self.pos;
         let buf = &self.buf[..self.end];
@@ -198,6 +217,39 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl Fields<'_> {
+    /// The next field if it is length-delimited and its tag is the one byte `tag`, read on a
+    /// shorter path than [`Iterator::next`]: for long runs of one repeated field (spans).
+    /// `None` when the next field is anything else (or there is none), consuming nothing.
+    #[inline]
+    pub fn next_if_tag(&mut self, tag: u8) -> Option<Result<Field, WireError>> {
+        debug_assert!(tag & 7 == LEN && (0x08..0x80).contains(&tag));
+        let buf = &self.buf[..self.end];
+        if buf.get(self.pos) != Some(&tag) {
+            return None;
+        }
+        let start = self.pos;
+        let number = u32::from(tag >> 3);
+        let mut pos = start + 1;
+        let field = read_varint(buf, &mut pos, number).and_then(|len| {
+            usize::try_from(len)
+                .ok()
+                .and_then(|len| pos.checked_add(len))
+                .filter(|end| *end <= buf.len())
+                .map(|end| Field {
+                    number,
+                    value: Value::Len { start: pos, end },
+                    start,
+                    end,
+                })
+                .ok_or(WireError::Truncated { field: number })
+        });
+        // As in `next`: stop after an error.
+        self.pos = field.map_or(self.end, |f| f.end);
+        Some(field)
+    }
+}
+
 impl Iterator for Fields<'_> {
     type Item = Result<Field, WireError>;
 
@@ -247,6 +299,82 @@ impl Field {
             expected,
         }
     }
+}
+
+/// Checks that `buf[start..end]` is a run of soundly framed fields, finding the same first
+/// error [`Fields`] would, but without producing the fields: the per-span check of the hot path,
+/// where building each [`Field`] costs more than the walk itself.
+#[inline]
+pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
+    check_fields_with(buf, start, end, |_, _| Ok(()))
+}
+
+/// [`check_fields`], also calling `on_len(number, payload_len)` for each length-delimited field
+/// once its framing is checked, in order, so a caller can check sizes (of ids, say) in the same
+/// walk. The first error, from either, ends the walk.
+#[inline]
+pub fn check_fields_with<E: From<WireError>>(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    mut on_len: impl FnMut(u32, usize) -> Result<(), E>,
+) -> Result<(), E> {
+    let buf = &buf[..end.min(buf.len())];
+    let mut pos = start;
+    while pos < buf.len() {
+        // Most fields of a span are strings and small messages: a one-byte tag of wire type
+        // LEN (field 1 to 15) and a one-byte length. Skip those in one step.
+        if let Some(&[tag, len]) = buf.get(pos..pos + 2).and_then(|b| b.first_chunk::<2>())
+            && tag & 0x87 == LEN
+            && tag >= 0x08
+            && len < 0x80
+        {
+            pos += 2 + usize::from(len);
+            if pos > buf.len() {
+                return Err(WireError::Truncated {
+                    field: u32::from(tag >> 3),
+                }
+                .into());
+            }
+            on_len(u32::from(tag >> 3), usize::from(len))?;
+            continue;
+        }
+        let key = read_varint(buf, &mut pos, 0)?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
+        if number == 0 {
+            return Err(WireError::ZeroField.into());
+        }
+        let truncated = WireError::Truncated { field: number };
+        let mut payload = None;
+        pos = match (key & 7) as u8 {
+            VARINT => {
+                read_varint(buf, &mut pos, number)?;
+                pos
+            }
+            FIXED64 => pos + 8,
+            FIXED32 => pos + 4,
+            LEN => {
+                let len = read_varint(buf, &mut pos, number)?;
+                let len = usize::try_from(len).map_err(|_| truncated)?;
+                payload = Some(len);
+                pos.checked_add(len).ok_or(truncated)?
+            }
+            wire_type => {
+                return Err(WireError::BadWireType {
+                    field: number,
+                    wire_type,
+                }
+                .into());
+            }
+        };
+        if pos > buf.len() {
+            return Err(truncated.into());
+        }
+        if let Some(len) = payload {
+            on_len(number, len)?;
+        }
+    }
+    Ok(())
 }
 
 /// Field number and total size (tag included) of the field at the start of `buf`, or `None`
@@ -333,6 +461,51 @@ mod tests {
         assert_eq!(complete_field(&buf), Ok(Some((3, 5))));
         assert_eq!(complete_field(&buf[5..]), Ok(None));
         assert_eq!(complete_field(&[0x00]), Err(WireError::ZeroField));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn check_fields_finds_what_fields_finds(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            start in 0usize..300,
+            end in 0usize..300,
+        ) {
+            let walked = Fields::within(&bytes, start, end).find_map(Result::err);
+            proptest::prop_assert_eq!(check_fields(&bytes, start, end).err(), walked);
+        }
+    }
+
+    #[test]
+    fn check_fields_on_real_framing() {
+        // varint, fixed64, fixed32 and a length-delimited field, all whole.
+        let mut buf = vec![
+            0x08, 0x96, 0x01, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 0x1d, 1, 2, 3, 4,
+        ];
+        buf.extend_from_slice(&[0x22, 0x02, b'h', b'i']);
+        assert_eq!(check_fields(&buf, 0, buf.len()), Ok(()));
+        for cut in 1..buf.len() {
+            let walked = Fields::within(&buf, 0, cut).find_map(Result::err);
+            assert_eq!(check_fields(&buf, 0, cut).err(), walked, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn next_if_tag_reads_what_next_reads_or_nothing() {
+        // Two spans fields (3), then field 5, then a span cut short.
+        let buf = [0x1a, 0x01, 0x08, 0x1a, 0x00, 0x28, 0x01, 0x1a, 0x05, 0x00];
+        let mut fast = Fields::new(&buf);
+        let mut slow = Fields::new(&buf);
+        for _ in 0..2 {
+            assert_eq!(fast.next_if_tag(0x1a), slow.next());
+        }
+        assert_eq!(fast.next_if_tag(0x1a), None, "field 5 is not consumed");
+        assert_eq!(fast.next(), slow.next());
+        assert_eq!(
+            fast.next_if_tag(0x1a),
+            Some(Err(WireError::Truncated { field: 3 }))
+        );
+        assert_eq!(slow.next(), Some(Err(WireError::Truncated { field: 3 })));
+        assert_eq!((fast.next(), slow.next()), (None, None));
     }
 
     #[test]

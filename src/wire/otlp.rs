@@ -93,25 +93,22 @@ fn count_resource_spans(buf: &[u8], start: usize, end: usize) -> Result<u32, Otl
 
 #[inline]
 fn check_span(buf: &[u8], start: usize, end: usize) -> Result<(), OtlpError> {
-    for field in Fields::within(buf, start, end) {
-        let field = field?;
-        let (name, expected) = match field.number {
+    super::check_fields_with(buf, start, end, |number, len| {
+        let (field, expected) = match number {
             TRACE_ID => ("trace_id", 16),
             SPAN_ID => ("span_id", 8),
             PARENT_SPAN_ID => ("parent_span_id", 8),
-            _ => continue,
+            _ => return Ok(()),
         };
-        let (s, e) = field.len_range()?;
-        let len = e - s;
         if len != 0 && len != expected {
             return Err(OtlpError::BadId {
-                field: name,
+                field,
                 len,
                 expected,
             });
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -60,26 +60,35 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
     let mut merged_reporter: Option<Vec<u8>> = None;
     let mut run: Option<(usize, usize)> = None;
 
-    for field in Fields::new(buf) {
+    let mut fields = Fields::new(buf);
+    while let Some(field) = fields.next() {
         let field = field?;
         match field.number {
             SPANS => {
-                let (start, end) = field.len_range()?;
-                check_framing(buf, start, end)?;
-                scan.spans.count += 1;
-                scan.spans.bytes += field.end - field.start;
-                run = match run {
-                    Some((run_start, run_end))
-                        if run_end == field.start && field.end - run_start <= max_run_bytes =>
-                    {
-                        Some((run_start, field.end))
+                let mut field = field;
+                loop {
+                    let (start, end) = field.len_range()?;
+                    check_framing(buf, start, end)?;
+                    scan.spans.count += 1;
+                    scan.spans.bytes += field.end - field.start;
+                    run = match run {
+                        Some((run_start, run_end))
+                            if run_end == field.start && field.end - run_start <= max_run_bytes =>
+                        {
+                            Some((run_start, field.end))
+                        }
+                        Some(done) => {
+                            scan.spans.runs.push(buf.slice(done.0..done.1));
+                            Some((field.start, field.end))
+                        }
+                        None => Some((field.start, field.end)),
+                    };
+                    // Spans come back to back: take the next one without the generic walk.
+                    match fields.next_if_tag(tag(SPANS, LEN)) {
+                        Some(next) => field = next?,
+                        None => break,
                     }
-                    Some(done) => {
-                        scan.spans.runs.push(buf.slice(done.0..done.1));
-                        Some((field.start, field.end))
-                    }
-                    None => Some((field.start, field.end)),
-                };
+                }
             }
             REPORTER => {
                 let range = field.len_range()?;
@@ -146,10 +155,7 @@ pub fn check_span_field(field: &[u8]) -> Result<(), WireError> {
 /// poisoning an upstream batch.
 #[inline]
 fn check_framing(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
-    for field in Fields::within(buf, start, end) {
-        field?;
-    }
-    Ok(())
+    super::check_fields(buf, start, end)
 }
 
 /// Sums the `spans.dropped` samples in `InternalMetrics.counts`.
