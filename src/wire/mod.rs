@@ -306,7 +306,36 @@ impl Field {
 /// where building each [`Field`] costs more than the walk itself.
 #[inline]
 pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
-    check_fields_with(buf, start, end, |_, _| Ok(()))
+    let buf = &buf[..end.min(buf.len())];
+    let mut pos = start;
+    if pos >= buf.len() {
+        return Ok(());
+    }
+    loop {
+        // The common field of a span (a string or small message: one-byte tag of wire type LEN
+        // for fields 1 to 15, one-byte length) in a tight loop: one 16-bit test a field, and
+        // the bound checked once when the run of such fields ends.
+        let mut tag = 0u8;
+        while let Some(&[t, len]) = buf.get(pos..pos + 2).and_then(|b| b.first_chunk::<2>()) {
+            if u16::from_le_bytes([t, len]) & 0x8087 != u16::from(LEN) || t < 0x08 {
+                break;
+            }
+            tag = t;
+            pos += 2 + usize::from(len);
+        }
+        if pos > buf.len() {
+            return Err(WireError::Truncated {
+                field: u32::from(tag >> 3),
+            });
+        }
+        if pos == buf.len() {
+            return Ok(());
+        }
+        pos = step(buf, pos)?.0;
+        if pos == buf.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// [`check_fields`], also calling `on_len(number, payload_len)` for each length-delimited field
@@ -322,59 +351,90 @@ pub fn check_fields_with<E: From<WireError>>(
     let buf = &buf[..end.min(buf.len())];
     let mut pos = start;
     while pos < buf.len() {
-        // Most fields of a span are strings and small messages: a one-byte tag of wire type
-        // LEN (field 1 to 15) and a one-byte length. Skip those in one step.
-        if let Some(&[tag, len]) = buf.get(pos..pos + 2).and_then(|b| b.first_chunk::<2>())
-            && tag & 0x87 == LEN
-            && tag >= 0x08
-            && len < 0x80
-        {
-            pos += 2 + usize::from(len);
-            if pos > buf.len() {
-                return Err(WireError::Truncated {
-                    field: u32::from(tag >> 3),
-                }
-                .into());
-            }
-            on_len(u32::from(tag >> 3), usize::from(len))?;
-            continue;
-        }
-        let key = read_varint(buf, &mut pos, 0)?;
-        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
-        if number == 0 {
-            return Err(WireError::ZeroField.into());
-        }
-        let truncated = WireError::Truncated { field: number };
-        let mut payload = None;
-        pos = match (key & 7) as u8 {
-            VARINT => {
-                read_varint(buf, &mut pos, number)?;
-                pos
-            }
-            FIXED64 => pos + 8,
-            FIXED32 => pos + 4,
-            LEN => {
-                let len = read_varint(buf, &mut pos, number)?;
-                let len = usize::try_from(len).map_err(|_| truncated)?;
-                payload = Some(len);
-                pos.checked_add(len).ok_or(truncated)?
-            }
-            wire_type => {
-                return Err(WireError::BadWireType {
-                    field: number,
-                    wire_type,
-                }
-                .into());
-            }
-        };
-        if pos > buf.len() {
-            return Err(truncated.into());
-        }
-        if let Some(len) = payload {
+        let (next, payload) = step(buf, pos)?;
+        pos = next;
+        if let Some((number, len)) = payload {
             on_len(number, len)?;
         }
     }
     Ok(())
+}
+
+/// [`check_fields`] on two ranges of `buf` at once, reporting `a`'s error before `b`'s. The
+/// two walks do not depend on each other, so stepping them in turn lets the CPU overlap their
+/// load-to-use chains: two spans checked together cost much less than two checked in a row.
+pub fn check_fields_pair(
+    buf: &[u8],
+    a: (usize, usize),
+    b: (usize, usize),
+) -> Result<(), WireError> {
+    let buf_a = &buf[..a.1.min(buf.len())];
+    let buf_b = &buf[..b.1.min(buf.len())];
+    let (mut pos_a, mut pos_b) = (a.0, b.0);
+    while pos_a < buf_a.len() && pos_b < buf_b.len() {
+        pos_a = step(buf_a, pos_a)?.0;
+        match step(buf_b, pos_b) {
+            Ok((next, _)) => pos_b = next,
+            Err(error) => {
+                check_fields(buf, pos_a, a.1)?;
+                return Err(error);
+            }
+        }
+    }
+    check_fields(buf, pos_a, a.1)?;
+    check_fields(buf, pos_b, b.1)
+}
+
+/// Checks the framing of the field at `pos` in `buf` (cut at the walk's end): the position
+/// after it, and for a length-delimited field its number and payload length.
+#[inline(always)]
+fn step(buf: &[u8], mut pos: usize) -> Result<(usize, Option<(u32, usize)>), WireError> {
+    // Most fields of a span are strings and small messages: a one-byte tag of wire type LEN
+    // (field 1 to 15) and a one-byte length. Skip those in one step.
+    if let Some(&[tag, len]) = buf.get(pos..pos + 2).and_then(|b| b.first_chunk::<2>())
+        && tag & 0x87 == LEN
+        && tag >= 0x08
+        && len < 0x80
+    {
+        pos += 2 + usize::from(len);
+        if pos > buf.len() {
+            return Err(WireError::Truncated {
+                field: u32::from(tag >> 3),
+            });
+        }
+        return Ok((pos, Some((u32::from(tag >> 3), usize::from(len)))));
+    }
+    let key = read_varint(buf, &mut pos, 0)?;
+    let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
+    if number == 0 {
+        return Err(WireError::ZeroField);
+    }
+    let truncated = WireError::Truncated { field: number };
+    let mut payload = None;
+    pos = match (key & 7) as u8 {
+        VARINT => {
+            read_varint(buf, &mut pos, number)?;
+            pos
+        }
+        FIXED64 => pos + 8,
+        FIXED32 => pos + 4,
+        LEN => {
+            let len = read_varint(buf, &mut pos, number)?;
+            let len = usize::try_from(len).map_err(|_| truncated)?;
+            payload = Some((number, len));
+            pos.checked_add(len).ok_or(truncated)?
+        }
+        wire_type => {
+            return Err(WireError::BadWireType {
+                field: number,
+                wire_type,
+            });
+        }
+    };
+    if pos > buf.len() {
+        return Err(truncated);
+    }
+    Ok((pos, payload))
 }
 
 /// Field number and total size (tag included) of the field at the start of `buf`, or `None`
@@ -472,6 +532,22 @@ mod tests {
         ) {
             let walked = Fields::within(&bytes, start, end).find_map(Result::err);
             proptest::prop_assert_eq!(check_fields(&bytes, start, end).err(), walked);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_paired_check_reports_what_two_checks_in_a_row_report(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            cut in 0usize..256,
+            a_start in 0usize..16,
+            b_start in 0usize..16,
+        ) {
+            let cut = cut.min(bytes.len());
+            let a = (a_start.min(cut), cut);
+            let b = (cut + b_start.min(bytes.len() - cut), bytes.len());
+            let in_a_row = check_fields(&bytes, a.0, a.1).and_then(|()| check_fields(&bytes, b.0, b.1));
+            proptest::prop_assert_eq!(check_fields_pair(&bytes, a, b), in_a_row);
         }
     }
 

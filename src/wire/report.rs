@@ -66,9 +66,15 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
         match field.number {
             SPANS => {
                 let mut field = field;
+                // Spans are checked two at a time (see `check_fields_pair`): one waits here
+                // for its partner.
+                let mut unchecked: Option<(usize, usize)> = None;
                 loop {
-                    let (start, end) = field.len_range()?;
-                    check_framing(buf, start, end)?;
+                    let range = field.len_range()?;
+                    match unchecked.take() {
+                        Some(first) => super::check_fields_pair(buf, first, range)?,
+                        None => unchecked = Some(range),
+                    }
                     scan.spans.count += 1;
                     scan.spans.bytes += field.end - field.start;
                     run = match run {
@@ -88,6 +94,9 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
                         Some(next) => field = next?,
                         None => break,
                     }
+                }
+                if let Some((start, end)) = unchecked {
+                    check_framing(buf, start, end)?;
                 }
             }
             REPORTER => {
