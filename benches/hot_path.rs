@@ -34,6 +34,7 @@ use cubesat::pipeline::{
     Batch, BatchKey, BatchLimits, BatchSink, Batcher, Protocol, Report, Ring, RingConfig,
 };
 use cubesat::proto::collector as pb;
+use cubesat::translate;
 use cubesat::wire::otlp::scan_export;
 use cubesat::wire::report::{ReportScan, SpanRuns, scan_report};
 
@@ -726,12 +727,41 @@ fn otlp_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     group.finish();
 }
 
+/// What `--upstream-protocol` costs when it forces the other protocol: a full lenient decode,
+/// the translation and a re-encode, beside the zero-copy scan of the same request.
+fn translation<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
+    let lightstep = lightstep_request(SPANS);
+    let otlp = otlp_request(SPANS);
+    let exported = translate::report_bytes_to_export(&lightstep, LIMITS.max_bytes)
+        .expect("translatable report");
+    assert_eq!(exported.spans as usize, SPANS);
+    let reported = translate::export_bytes_to_reports(&otlp).expect("translatable export");
+    assert_eq!(
+        reported.iter().map(|r| r.spans as usize).sum::<usize>(),
+        SPANS
+    );
+
+    let mut group = c.benchmark_group(format!("translate{clock}"));
+    group.throughput(Throughput::Elements(SPANS as u64));
+    group.bench_function("cubesat_scan_report", |b| {
+        b.iter(|| scan_report(black_box(&lightstep), LIMITS.max_bytes))
+    });
+    group.bench_function("lightstep_to_otlp", |b| {
+        b.iter(|| translate::report_bytes_to_export(black_box(&lightstep), LIMITS.max_bytes))
+    });
+    group.bench_function("otlp_to_lightstep", |b| {
+        b.iter(|| translate::export_bytes_to_reports(black_box(&otlp)))
+    });
+    group.finish();
+}
+
 /// Every throughput case, timed by `c`'s clock; `clock` suffixes the group names.
 fn all_cases<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     lightstep_scan(c, clock);
     lightstep_pipeline(c, clock);
     otlp_scan(c, clock);
     otlp_pipeline(c, clock);
+    translation(c, clock);
 }
 
 fn main() {
