@@ -19,68 +19,31 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// One [`Asset`] for the file `ui/<name>` next to this source file.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_str!(concat!("ui/", $name)),
+        }
+    };
+}
+
 /// Every file the pages load. `index.html` is served at `/` as well.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("ui/index.html"),
-    },
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("ui/style.css"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_str!("ui/favicon.svg"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: JS,
-        body: include_str!("ui/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        body: include_str!("ui/api.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: JS,
-        body: include_str!("ui/dom.js"),
-    },
-    Asset {
-        name: "services.js",
-        content_type: JS,
-        body: include_str!("ui/services.js"),
-    },
-    Asset {
-        name: "explore.js",
-        content_type: JS,
-        body: include_str!("ui/explore.js"),
-    },
-    Asset {
-        name: "trace.js",
-        content_type: JS,
-        body: include_str!("ui/trace.js"),
-    },
-    Asset {
-        name: "diagram.js",
-        content_type: JS,
-        body: include_str!("ui/diagram.js"),
-    },
-    Asset {
-        name: "live.js",
-        content_type: JS,
-        body: include_str!("ui/live.js"),
-    },
-    Asset {
-        name: "status.js",
-        content_type: JS,
-        body: include_str!("ui/status.js"),
-    },
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("services.js", JS),
+    asset!("explore.js", JS),
+    asset!("trace.js", JS),
+    asset!("diagram.js", JS),
+    asset!("live.js", JS),
+    asset!("status.js", JS),
 ];
 
 /// Scripts, styles and data only from this origin; the UI never loads anything from elsewhere.

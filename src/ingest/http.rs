@@ -13,6 +13,15 @@ use bytes::Bytes;
 use super::intake::IngestError;
 use crate::pipeline::PushError;
 
+/// What every HTTP ingest route needs: the door into the pipeline and the body size limit.
+#[derive(Clone)]
+pub struct Route {
+    /// Where accepted reports go.
+    pub intake: std::sync::Arc<super::intake::Intake>,
+    /// Bodies larger than this (after decompression) get 413.
+    pub max_message_bytes: usize,
+}
+
 /// Why an HTTP request body could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -196,6 +205,7 @@ pub mod lightstep {
     use prost::Message;
     use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
+    use super::Route;
     use super::{
         BodyError, body_status, collect_limited, decoded_body, media_type, status_of, text_error,
     };
@@ -206,12 +216,6 @@ pub mod lightstep {
 
     const PROTOBUF: &str = "application/octet-stream";
     const JSON: &str = "application/json";
-
-    #[derive(Clone)]
-    struct Route {
-        intake: Arc<Intake>,
-        max_message_bytes: usize,
-    }
 
     /// The Lightstep HTTP routes.
     pub fn routes(intake: Arc<Intake>, max_message_bytes: usize) -> axum::Router {

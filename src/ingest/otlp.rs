@@ -48,17 +48,11 @@ pub mod http {
     use prost::Message;
 
     use crate::ingest::auth;
-    use crate::ingest::http::{BodyError, body_status, decoded_body, media_type, status_of};
+    use crate::ingest::http::{BodyError, Route, body_status, decoded_body, media_type, status_of};
     use crate::ingest::intake::Intake;
 
     const PROTOBUF: &str = "application/x-protobuf";
     const JSON: &str = "application/json";
-
-    #[derive(Clone)]
-    struct Route {
-        intake: Arc<Intake>,
-        max_message_bytes: usize,
-    }
 
     /// The OTLP/HTTP routes.
     pub fn routes(intake: Arc<Intake>, max_message_bytes: usize) -> axum::Router {

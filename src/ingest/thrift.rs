@@ -22,7 +22,9 @@ use prost::Message;
 use serde::Deserialize;
 
 use super::auth;
-use super::http::{BodyError, body_status, collect_limited, decoded_body, status_of, text_error};
+use super::http::{
+    BodyError, Route, body_status, collect_limited, decoded_body, status_of, text_error,
+};
 use super::intake::{IngestError, Intake};
 use crate::pipeline::Protocol;
 use crate::proto::collector as pb;
@@ -528,12 +530,6 @@ fn micros(at: SystemTime) -> i64 {
 
 // ---------------------------------------------------------------------------------------------
 // Routes.
-
-#[derive(Clone)]
-struct Route {
-    intake: Arc<Intake>,
-    max_message_bytes: usize,
-}
 
 /// The Thrift routes: `POST /api/v0/reports` and `POST /_rpc/v1/reports/binary`.
 pub fn routes(intake: Arc<Intake>, max_message_bytes: usize) -> axum::Router {
