@@ -68,6 +68,9 @@ pub enum RunError {
     /// The ingest routes could not be built.
     #[error(transparent)]
     Routes(#[from] ingest::RouterError),
+    /// The developer-mode store thread could not be started.
+    #[error("cannot start the developer-mode store thread: {0}")]
+    Store(#[from] std::io::Error),
 }
 
 /// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains.
@@ -128,7 +131,10 @@ pub async fn run(
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
         .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()));
     // Developer mode keeps a copy of every accepted span; forwarding is unchanged.
-    let devmode = (config.mode == Mode::Dev).then(|| devmode::DevMode::start(config.store_bytes));
+    let devmode = match config.mode {
+        Mode::Dev => Some(devmode::DevMode::start(config.store_bytes)?),
+        Mode::Serve => None,
+    };
     if let Some((tee, _)) = &devmode {
         intake = intake.with_tee(tee.clone());
     }

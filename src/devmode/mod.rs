@@ -113,7 +113,7 @@ impl DevMode {
 
     /// A store of `store_bytes`, its tee, and the thread that fills it from the tee. The
     /// thread ends when every clone of the tee is dropped.
-    pub fn start(store_bytes: usize) -> (Tee, Arc<DevMode>) {
+    pub fn start(store_bytes: usize) -> std::io::Result<(Tee, Arc<DevMode>)> {
         let dev = Arc::new(DevMode {
             store: RwLock::new(Store::new(store_bytes)),
             live: broadcast::channel(LIVE_BACKLOG).0,
@@ -137,9 +137,8 @@ impl DevMode {
         };
         std::thread::Builder::new()
             .name("cubesat-store".into())
-            .spawn(move || worker.run(rx))
-            .expect("spawn the store thread");
-        (tee, dev)
+            .spawn(move || worker.run(rx))?;
+        Ok((tee, dev))
     }
 }
 
@@ -320,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_tee_stores_accepted_requests_and_counts_undecodable_ones() {
-        let (tee, dev) = DevMode::start(1 << 20);
+        let (tee, dev) = DevMode::start(1 << 20).unwrap();
         let export = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: None,
@@ -358,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_for_the_store_only_and_counts() {
-        let (tee, dev) = DevMode::start(1 << 20);
+        let (tee, dev) = DevMode::start(1 << 20).unwrap();
         let export = |n: u8| {
             ExportTraceServiceRequest {
                 resource_spans: vec![ResourceSpans {
