@@ -20,26 +20,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Cubesat;
+use common::{Cubesat, otel_python, tool_python};
 use serde_json::Value;
 
 const TRACES: usize = 6;
 const ERROR_TRACE: usize = 2;
 const SPANS_PER_TRACE: usize = 7;
-
-fn tool_python(var: &str, module: &str, what: &str) -> String {
-    let python = std::env::var(var).unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "no Python with {what} ({python}); set {var} or run the suite with scripts/test"
-    );
-    python
-}
 
 fn chromium() -> String {
     let path = std::env::var("CUBESAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -142,11 +128,7 @@ fn strs(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
-    let otel = tool_python(
-        "CUBESAT_OTEL_PYTHON",
-        "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc",
-        "the OpenTelemetry SDK",
-    );
+    let otel = otel_python();
     let playwright = tool_python("CUBESAT_PLAYWRIGHT_PYTHON", "playwright", "playwright");
     let chromium = chromium();
 

@@ -110,20 +110,9 @@ async fn recording_relay(target: SocketAddr) -> (SocketAddr, Lifetimes) {
     (addr, connections)
 }
 
-/// cubesat forwarding to a fresh capture; the batches close after 50 ms.
+/// cubesat forwarding to a fresh capture.
 async fn cubesat_with_capture() -> (Cubesat, Capture, CaptureServer) {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, upstream, cubesat) = serve_to_capture(TOKEN, &[]).await;
     (cubesat, capture, upstream)
 }
 

@@ -24,21 +24,7 @@ const BINARY_PATH: &str = "/_rpc/v1/reports/binary";
 
 /// A capture and a cubesat forwarding to it with a short batch timeout.
 async fn start(extra: &[&str]) -> (Capture, CaptureServer, Cubesat) {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut args = vec![
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ];
-    args.extend_from_slice(extra);
-    let cubesat = Cubesat::serve(&args);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
-    (capture, upstream, cubesat)
+    serve_to_capture(TOKEN, extra).await
 }
 
 /// An HTTP/1.1 POST with extra headers: (status, headers, body).

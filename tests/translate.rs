@@ -33,23 +33,9 @@ async fn start(upstream_protocol: &str) -> (Capture, CaptureServer, Cubesat) {
 }
 
 async fn start_with(upstream_protocol: &str, extra: &[&str]) -> (Capture, CaptureServer, Cubesat) {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut args = vec![
-        "--upstream",
-        &url,
-        "--upstream-protocol",
-        upstream_protocol,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ];
+    let mut args = vec!["--upstream-protocol", upstream_protocol];
     args.extend_from_slice(extra);
-    let cubesat = Cubesat::serve(&args);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
-    (capture, upstream, cubesat)
+    serve_to_capture(TOKEN, &args).await
 }
 
 fn tag<'a>(tags: &'a [pb::KeyValue], key: &str) -> Option<&'a pb::key_value::Value> {

@@ -750,6 +750,26 @@ pub async fn post(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A capturing upstream and `cubesat serve` forwarding to it over h2c with `token` configured,
+/// batches closing after 100 ms, plus `extra` flags; returns once cubesat is ready.
+pub async fn serve_to_capture(token: &str, extra: &[&str]) -> (Capture, CaptureServer, Cubesat) {
+    let capture = Capture::default();
+    let upstream = capture.serve("127.0.0.1:0", None).await;
+    let url = format!("http://{}", upstream.addr);
+    let mut args = vec![
+        "--upstream",
+        &url,
+        "--access-token",
+        token,
+        "--batch-timeout",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    let cubesat = Cubesat::serve(&args);
+    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    (capture, upstream, cubesat)
+}
+
 /// A client's Python interpreter: `var` if set (else `python3`), checked to import `modules`;
 /// the test fails naming `var` when it cannot.
 pub fn tool_python(var: &str, modules: &str, what: &str) -> String {
