@@ -218,35 +218,45 @@ impl<'a> Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// The next field if it is length-delimited and its tag is the one byte `tag`, read on a
-    /// shorter path than [`Iterator::next`]: for long runs of one repeated field (spans).
-    /// `None` when the next field is anything else (or there is none), consuming nothing.
-    #[inline]
-    pub fn next_if_tag(&mut self, tag: u8) -> Option<Result<Field, WireError>> {
+    /// Reads the run of back-to-back length-delimited fields with the one-byte `tag` that
+    /// starts where the walk stands, calling `each(field_start, payload_start, end)` for each
+    /// one, in order; the walk then goes on after the run. This is a shorter path than
+    /// [`Iterator::next`] for long runs of one repeated field (spans). The first error, from
+    /// the framing or from `each`, ends both the run and the walk.
+    #[inline(always)]
+    pub fn take_run<E: From<WireError>>(
+        &mut self,
+        tag: u8,
+        mut each: impl FnMut(usize, usize, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
         debug_assert!(tag & 7 == LEN && (0x08..0x80).contains(&tag));
         let buf = &self.buf[..self.end];
-        if buf.get(self.pos) != Some(&tag) {
-            return None;
-        }
-        let start = self.pos;
         let number = u32::from(tag >> 3);
-        let mut pos = start + 1;
-        let field = read_varint(buf, &mut pos, number).and_then(|len| {
-            usize::try_from(len)
-                .ok()
-                .and_then(|len| pos.checked_add(len))
-                .filter(|end| *end <= buf.len())
-                .map(|end| Field {
-                    number,
-                    value: Value::Len { start: pos, end },
-                    start,
-                    end,
-                })
-                .ok_or(WireError::Truncated { field: number })
-        });
-        // As in `next`: stop after an error.
-        self.pos = field.map_or(self.end, |f| f.end);
-        Some(field)
+        let mut pos = self.pos;
+        while buf.get(pos) == Some(&tag) {
+            let mut start = pos + 1;
+            let end = read_varint(buf, &mut start, number).and_then(|len| {
+                usize::try_from(len)
+                    .ok()
+                    .and_then(|len| start.checked_add(len))
+                    .filter(|end| *end <= buf.len())
+                    .ok_or(WireError::Truncated { field: number })
+            });
+            let taken = match end {
+                Ok(end) => each(pos, start, end).map(|()| end),
+                Err(error) => Err(E::from(error)),
+            };
+            match taken {
+                Ok(end) => pos = end,
+                Err(error) => {
+                    // As in `next`: stop after an error.
+                    self.pos = self.end;
+                    return Err(error);
+                }
+            }
+        }
+        self.pos = pos;
+        Ok(())
     }
 }
 
@@ -360,29 +370,89 @@ pub fn check_fields_with<E: From<WireError>>(
     Ok(())
 }
 
-/// [`check_fields`] on two ranges of `buf` at once, reporting `a`'s error before `b`'s. The
-/// two walks do not depend on each other, so stepping them in turn lets the CPU overlap their
-/// load-to-use chains: two spans checked together cost much less than two checked in a row.
+/// [`check_fields`] on two ranges of `buf` at once, reporting `a`'s error before `b`'s: the
+/// per-span check of the hot path. Both walks run on [`sound_pair`]; only when it finds a
+/// fault are the two ranges walked again, one after the other, to name the first error.
 pub fn check_fields_pair(
     buf: &[u8],
     a: (usize, usize),
     b: (usize, usize),
 ) -> Result<(), WireError> {
-    let buf_a = &buf[..a.1.min(buf.len())];
-    let buf_b = &buf[..b.1.min(buf.len())];
-    let (mut pos_a, mut pos_b) = (a.0, b.0);
-    while pos_a < buf_a.len() && pos_b < buf_b.len() {
-        pos_a = step(buf_a, pos_a)?.0;
-        match step(buf_b, pos_b) {
-            Ok((next, _)) => pos_b = next,
-            Err(error) => {
-                check_fields(buf, pos_a, a.1)?;
-                return Err(error);
-            }
+    let range = |(start, end): (usize, usize)| buf.get(start..end.min(buf.len()));
+    if sound_pair(range(a).unwrap_or_default(), range(b).unwrap_or_default()) {
+        return Ok(());
+    }
+    check_fields(buf, a.0, a.1)?;
+    check_fields(buf, b.0, b.1)
+}
+
+/// Whether `w` (a field's first two bytes, little-endian) starts the most common field of a
+/// span: a one-byte tag of wire type LEN for fields 1 to 15 and a one-byte length. Subtracting
+/// the smallest such tag (0x0A) and rotating by 3 puts the field number minus one in the low
+/// bits and anything else (another wire type, a longer tag or length, field 0) at or above 15.
+#[inline(always)]
+fn is_short_len_field(w: u16) -> bool {
+    (w.wrapping_sub(0x0A) & 0x80FF).rotate_right(3) < 15
+}
+
+/// What follows the first field of `rest`, or `None` when that field is not soundly framed.
+#[inline(always)]
+fn skip_field(rest: &[u8]) -> Option<&[u8]> {
+    match *rest {
+        [tag, len, ..] if is_short_len_field(u16::from_le_bytes([tag, len])) => {
+            rest.get(2 + usize::from(len)..)
+        }
+        _ => skip_other_field(rest),
+    }
+}
+
+/// [`skip_field`] for the fields it does not read inline, through the general [`step`].
+#[inline(never)]
+fn skip_other_field(rest: &[u8]) -> Option<&[u8]> {
+    let (next, _) = step(rest, 0).ok()?;
+    rest.get(next..)
+}
+
+/// Whether `fields` is a run of soundly framed fields: exactly what `check_fields` accepts,
+/// without naming the fault.
+fn sound(mut fields: &[u8]) -> bool {
+    while !fields.is_empty() {
+        match skip_field(fields) {
+            Some(rest) => fields = rest,
+            None => return false,
         }
     }
-    check_fields(buf, pos_a, a.1)?;
-    check_fields(buf, pos_b, b.1)
+    true
+}
+
+/// [`sound`] on two runs at once. The two walks do not depend on each other, so stepping them
+/// in turn lets the CPU overlap their load-to-use chains; the common field is read in the
+/// loop itself, with one branch for both walks.
+#[inline(never)]
+fn sound_pair(mut a: &[u8], mut b: &[u8]) -> bool {
+    loop {
+        while let ([tag_a, len_a, ..], [tag_b, len_b, ..]) = (a, b) {
+            if !(is_short_len_field(u16::from_le_bytes([*tag_a, *len_a]))
+                & is_short_len_field(u16::from_le_bytes([*tag_b, *len_b])))
+            {
+                break;
+            }
+            match (
+                a.get(2 + usize::from(*len_a)..),
+                b.get(2 + usize::from(*len_b)..),
+            ) {
+                (Some(rest_a), Some(rest_b)) => (a, b) = (rest_a, rest_b),
+                _ => return false,
+            }
+        }
+        if a.is_empty() || b.is_empty() {
+            return sound(a) && sound(b);
+        }
+        match (skip_field(a), skip_field(b)) {
+            (Some(rest_a), Some(rest_b)) => (a, b) = (rest_a, rest_b),
+            _ => return false,
+        }
+    }
 }
 
 /// Checks the framing of the field at `pos` in `buf` (cut at the walk's end): the position
@@ -535,6 +605,75 @@ mod tests {
         }
     }
 
+    /// Runs of mostly well-framed fields of every wire type (rarely a bad one), field numbers 0 to 20 (one- and
+    /// two-byte tags) and payloads of up to 200 bytes (one- and two-byte lengths), then one
+    /// byte possibly overwritten and the end possibly cut: inputs whose framing is right or
+    /// wrong in every way, where random bytes are nearly always wrong at the first byte.
+    fn framed_fields() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let number = prop_oneof![20 => 1u32..21, 1 => Just(0)];
+        let wire_type = prop_oneof![
+            9 => proptest::sample::select(vec![VARINT, FIXED64, LEN, FIXED32]),
+            1 => 0u8..8,
+        ];
+        let field = (number, wire_type, any::<u64>(), 0usize..200);
+        (
+            proptest::collection::vec(field, 0..12),
+            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            proptest::option::of(any::<prop::sample::Index>()),
+        )
+            .prop_map(|(fields, flip, cut)| {
+                let mut out = Vec::new();
+                for (number, wire_type, value, len) in fields {
+                    put_varint(&mut out, u64::from(number) << 3 | u64::from(wire_type));
+                    match wire_type {
+                        VARINT => put_varint(&mut out, value),
+                        FIXED64 => out.extend_from_slice(&value.to_le_bytes()),
+                        FIXED32 => out.extend_from_slice(&(value as u32).to_le_bytes()),
+                        LEN => {
+                            put_varint(&mut out, len as u64);
+                            out.extend(std::iter::repeat_n(0x42, len));
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some((at, byte)), false) = (flip, out.is_empty()) {
+                    let at = at.index(out.len());
+                    out[at] = byte;
+                }
+                if let (Some(cut), false) = (cut, out.is_empty()) {
+                    out.truncate(cut.index(out.len()));
+                }
+                out
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sound_accepts_exactly_what_check_fields_accepts(bytes in framed_fields()) {
+            proptest::prop_assert_eq!(sound(&bytes), check_fields(&bytes, 0, bytes.len()).is_ok());
+        }
+
+        #[test]
+        fn sound_on_random_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            proptest::prop_assert_eq!(sound(&bytes), check_fields(&bytes, 0, bytes.len()).is_ok());
+        }
+
+        #[test]
+        fn a_paired_check_of_framed_runs_reports_what_two_checks_in_a_row_report(
+            a in framed_fields(),
+            b in framed_fields(),
+        ) {
+            let mut bytes = a.clone();
+            bytes.extend_from_slice(&b);
+            let (a, b) = ((0, a.len()), (a.len(), bytes.len()));
+            let in_a_row = check_fields(&bytes, a.0, a.1).and_then(|()| check_fields(&bytes, b.0, b.1));
+            proptest::prop_assert_eq!(check_fields_pair(&bytes, a, b), in_a_row);
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn a_paired_check_reports_what_two_checks_in_a_row_report(
@@ -566,22 +705,45 @@ mod tests {
     }
 
     #[test]
-    fn next_if_tag_reads_what_next_reads_or_nothing() {
+    fn take_run_reads_what_next_reads_and_stops_at_other_fields() {
         // Two spans fields (3), then field 5, then a span cut short.
         let buf = [0x1a, 0x01, 0x08, 0x1a, 0x00, 0x28, 0x01, 0x1a, 0x05, 0x00];
         let mut fast = Fields::new(&buf);
         let mut slow = Fields::new(&buf);
-        for _ in 0..2 {
-            assert_eq!(fast.next_if_tag(0x1a), slow.next());
+        let mut seen = Vec::new();
+        fast.take_run(0x1a, |field_start, start, end| {
+            seen.push((field_start, start, end));
+            Ok::<_, WireError>(())
+        })
+        .unwrap();
+        for &(field_start, start, end) in &seen {
+            let field = slow.next().unwrap().unwrap();
+            assert_eq!(
+                (field.start, field.len_range(), field.end),
+                (field_start, Ok((start, end)), end)
+            );
         }
-        assert_eq!(fast.next_if_tag(0x1a), None, "field 5 is not consumed");
-        assert_eq!(fast.next(), slow.next());
+        assert_eq!(seen.len(), 2);
+        assert_eq!(fast.next(), slow.next(), "field 5 is read by next");
         assert_eq!(
-            fast.next_if_tag(0x1a),
-            Some(Err(WireError::Truncated { field: 3 }))
+            fast.take_run(0x1a, |_, _, _| Ok::<_, WireError>(())),
+            Err(WireError::Truncated { field: 3 })
         );
         assert_eq!(slow.next(), Some(Err(WireError::Truncated { field: 3 })));
         assert_eq!((fast.next(), slow.next()), (None, None));
+    }
+
+    #[test]
+    fn take_run_stops_on_the_callers_error() {
+        let buf = [0x1a, 0x00, 0x1a, 0x00, 0x28, 0x01];
+        let mut fields = Fields::new(&buf);
+        let mut calls = 0;
+        let result = fields.take_run(0x1a, |_, _, _| {
+            calls += 1;
+            Err(WireError::ZeroField)
+        });
+        assert_eq!((result, calls), (Err(WireError::ZeroField), 1));
+        assert!(fields.next().is_none(), "the walk ends after an error");
     }
 
     #[test]

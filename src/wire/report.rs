@@ -58,46 +58,21 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
     let mut scan = ReportScan::default();
     let mut reporter: Option<(usize, usize)> = None;
     let mut merged_reporter: Option<Vec<u8>> = None;
-    let mut run: Option<(usize, usize)> = None;
+    let mut spans = SpanCollector::new(buf, max_run_bytes);
 
     let mut fields = Fields::new(buf);
-    while let Some(field) = fields.next() {
+    loop {
+        // Spans come back to back: read each run of them on the short path.
+        fields.take_run(tag(SPANS, LEN), |field_start, start, end| {
+            spans.add(field_start, start, end)
+        })?;
+        let Some(field) = fields.next() else { break };
         let field = field?;
         match field.number {
+            // A span whose tag is spelled some longer way (or that has a wrong wire type).
             SPANS => {
-                let mut field = field;
-                // Spans are checked two at a time (see `check_fields_pair`): one waits here
-                // for its partner.
-                let mut unchecked: Option<(usize, usize)> = None;
-                loop {
-                    let range = field.len_range()?;
-                    match unchecked.take() {
-                        Some(first) => super::check_fields_pair(buf, first, range)?,
-                        None => unchecked = Some(range),
-                    }
-                    scan.spans.count += 1;
-                    scan.spans.bytes += field.end - field.start;
-                    run = match run {
-                        Some((run_start, run_end))
-                            if run_end == field.start && field.end - run_start <= max_run_bytes =>
-                        {
-                            Some((run_start, field.end))
-                        }
-                        Some(done) => {
-                            scan.spans.runs.push(buf.slice(done.0..done.1));
-                            Some((field.start, field.end))
-                        }
-                        None => Some((field.start, field.end)),
-                    };
-                    // Spans come back to back: take the next one without the generic walk.
-                    match fields.next_if_tag(tag(SPANS, LEN)) {
-                        Some(next) => field = next?,
-                        None => break,
-                    }
-                }
-                if let Some((start, end)) = unchecked {
-                    check_framing(buf, start, end)?;
-                }
+                let (start, end) = field.len_range()?;
+                spans.add(field.start, start, end)?;
             }
             REPORTER => {
                 let range = field.len_range()?;
@@ -131,15 +106,76 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
             _ => {} // Unknown fields are skipped, as protobuf requires.
         }
     }
-    if let Some((start, end)) = run {
-        scan.spans.runs.push(buf.slice(start..end));
-    }
+    scan.spans = spans.finish()?;
     scan.reporter = match (merged_reporter, reporter) {
         (Some(merged), _) => Bytes::from(merged),
         (None, Some((start, end))) => buf.slice(start..end),
         (None, None) => Bytes::new(),
     };
     Ok(scan)
+}
+
+/// Gathers the spans of one report into runs as the walk finds them, checking their framing
+/// two at a time (see `check_fields_pair`): one span waits for its partner.
+struct SpanCollector<'a> {
+    buf: &'a Bytes,
+    max_run_bytes: usize,
+    /// Payload range of a span whose framing is not checked yet.
+    unchecked: Option<(usize, usize)>,
+    /// The run being grown: from the first span's tag to the last span's end.
+    run: Option<(usize, usize)>,
+    spans: SpanRuns,
+}
+
+impl<'a> SpanCollector<'a> {
+    fn new(buf: &'a Bytes, max_run_bytes: usize) -> Self {
+        Self {
+            buf,
+            max_run_bytes,
+            unchecked: None,
+            run: None,
+            spans: SpanRuns::default(),
+        }
+    }
+
+    /// Takes the span field `field_start..end` whose payload starts at `start`.
+    #[inline(always)]
+    fn add(&mut self, field_start: usize, start: usize, end: usize) -> Result<(), WireError> {
+        match self.unchecked.take() {
+            Some(first) => super::check_fields_pair(self.buf, first, (start, end))?,
+            None => self.unchecked = Some((start, end)),
+        }
+        self.spans.count += 1;
+        match &mut self.run {
+            Some((run_start, run_end))
+                if *run_end == field_start && end - *run_start <= self.max_run_bytes =>
+            {
+                *run_end = end;
+            }
+            run => {
+                if let Some(done) = run.replace((field_start, end)) {
+                    self.close_run(done);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close_run(&mut self, (start, end): (usize, usize)) {
+        self.spans.bytes += end - start;
+        self.spans.runs.push(self.buf.slice(start..end));
+    }
+
+    /// Checks the span still waiting and closes the last run.
+    fn finish(mut self) -> Result<SpanRuns, WireError> {
+        if let Some((start, end)) = self.unchecked.take() {
+            check_framing(self.buf, start, end)?;
+        }
+        if let Some(done) = self.run.take() {
+            self.close_run(done);
+        }
+        Ok(self.spans)
+    }
 }
 
 /// Checks that `field` is exactly one whole `spans` field (tag `0x1A`) with sound framing:
