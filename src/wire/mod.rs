@@ -378,12 +378,23 @@ pub fn check_fields_pair(
     a: (usize, usize),
     b: (usize, usize),
 ) -> Result<(), WireError> {
-    let range = |(start, end): (usize, usize)| buf.get(start..end.min(buf.len()));
-    if sound_pair(range(a).unwrap_or_default(), range(b).unwrap_or_default()) {
+    if sound_pair(range(buf, a), range(buf, b), any_len) {
         return Ok(());
     }
     check_fields(buf, a.0, a.1)?;
     check_fields(buf, b.0, b.1)
+}
+
+/// `buf[start..end]` cut the way [`check_fields`] cuts it: empty when out of bounds.
+#[inline]
+pub fn range(buf: &[u8], (start, end): (usize, usize)) -> &[u8] {
+    buf.get(start..end.min(buf.len())).unwrap_or_default()
+}
+
+/// The rule of [`sound_pair`] and [`sound`] that lets a payload of any length through.
+#[inline(always)]
+pub fn any_len(_number: u32, _len: usize) -> bool {
+    true
 }
 
 /// Whether `w` (a field's first two bytes, little-endian) starts the most common field of a
@@ -395,29 +406,49 @@ fn is_short_len_field(w: u16) -> bool {
     (w.wrapping_sub(0x0A) & 0x80FF).rotate_right(3) < 15
 }
 
-/// What follows the first field of `rest`, or `None` when that field is not soundly framed.
+/// What follows the first field of `rest`, or `None` when that field is not soundly framed or
+/// is length-delimited with a payload length `rule(number, len)` refuses.
 #[inline(always)]
-fn skip_field(rest: &[u8]) -> Option<&[u8]> {
+fn skip_field(rest: &[u8], rule: impl Fn(u32, usize) -> bool) -> Option<&[u8]> {
     match *rest {
         [tag, len, ..] if is_short_len_field(u16::from_le_bytes([tag, len])) => {
+            if !rule(u32::from(tag >> 3), usize::from(len)) {
+                return None;
+            }
             rest.get(2 + usize::from(len)..)
         }
-        _ => skip_other_field(rest),
+        // The other wire types with a one-byte tag (field 1 to 15): ints, enums, timestamps.
+        [tag, ref value @ ..] if (0x08..0x80).contains(&tag) => match tag & 7 {
+            VARINT => {
+                let last = value.iter().take(10).position(|byte| byte & 0x80 == 0)?;
+                value.get(last + 1..)
+            }
+            FIXED64 => value.get(8..),
+            FIXED32 => value.get(4..),
+            _ => skip_other_field(rest, rule),
+        },
+        _ => skip_other_field(rest, rule),
     }
 }
 
 /// [`skip_field`] for the fields it does not read inline, through the general [`step`].
 #[inline(never)]
-fn skip_other_field(rest: &[u8]) -> Option<&[u8]> {
-    let (next, _) = step(rest, 0).ok()?;
+fn skip_other_field(rest: &[u8], rule: impl Fn(u32, usize) -> bool) -> Option<&[u8]> {
+    let (next, payload) = step(rest, 0).ok()?;
+    if let Some((number, len)) = payload
+        && !rule(number, len)
+    {
+        return None;
+    }
     rest.get(next..)
 }
 
-/// Whether `fields` is a run of soundly framed fields: exactly what `check_fields` accepts,
-/// without naming the fault.
-fn sound(mut fields: &[u8]) -> bool {
+/// Whether `fields` is a run of soundly framed fields whose length-delimited payloads all pass
+/// `rule(number, len)`: exactly what [`check_fields_with`] accepts with the same rule, without
+/// naming the fault.
+pub fn sound(mut fields: &[u8], rule: impl Fn(u32, usize) -> bool + Copy) -> bool {
     while !fields.is_empty() {
-        match skip_field(fields) {
+        match skip_field(fields, rule) {
             Some(rest) => fields = rest,
             None => return false,
         }
@@ -429,7 +460,7 @@ fn sound(mut fields: &[u8]) -> bool {
 /// in turn lets the CPU overlap their load-to-use chains; the common field is read in the
 /// loop itself, with one branch for both walks.
 #[inline(never)]
-fn sound_pair(mut a: &[u8], mut b: &[u8]) -> bool {
+pub fn sound_pair(mut a: &[u8], mut b: &[u8], rule: impl Fn(u32, usize) -> bool + Copy) -> bool {
     loop {
         while let ([tag_a, len_a, ..], [tag_b, len_b, ..]) = (a, b) {
             if !(is_short_len_field(u16::from_le_bytes([*tag_a, *len_a]))
@@ -437,18 +468,19 @@ fn sound_pair(mut a: &[u8], mut b: &[u8]) -> bool {
             {
                 break;
             }
-            match (
-                a.get(2 + usize::from(*len_a)..),
-                b.get(2 + usize::from(*len_b)..),
-            ) {
+            let (len_a, len_b) = (usize::from(*len_a), usize::from(*len_b));
+            if !(rule(u32::from(tag_a >> 3), len_a) & rule(u32::from(tag_b >> 3), len_b)) {
+                return false;
+            }
+            match (a.get(2 + len_a..), b.get(2 + len_b..)) {
                 (Some(rest_a), Some(rest_b)) => (a, b) = (rest_a, rest_b),
                 _ => return false,
             }
         }
         if a.is_empty() || b.is_empty() {
-            return sound(a) && sound(b);
+            return sound(a, rule) && sound(b, rule);
         }
-        match (skip_field(a), skip_field(b)) {
+        match (skip_field(a, rule), skip_field(b, rule)) {
             (Some(rest_a), Some(rest_b)) => (a, b) = (rest_a, rest_b),
             _ => return false,
         }
@@ -651,14 +683,26 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn sound_accepts_exactly_what_check_fields_accepts(bytes in framed_fields()) {
-            proptest::prop_assert_eq!(sound(&bytes), check_fields(&bytes, 0, bytes.len()).is_ok());
+            proptest::prop_assert_eq!(sound(&bytes, any_len), check_fields(&bytes, 0, bytes.len()).is_ok());
+        }
+
+        #[test]
+        fn sound_with_a_rule_accepts_exactly_what_check_fields_with_accepts(
+            bytes in framed_fields(),
+        ) {
+            // Field 3, when present and not empty, must be 8 bytes long (like an OTLP span id).
+            let rule = |number: u32, len: usize| number != 3 || len == 0 || len == 8;
+            let checked = check_fields_with(&bytes, 0, bytes.len(), |number, len| {
+                if rule(number, len) { Ok(()) } else { Err(WireError::ZeroField) }
+            });
+            proptest::prop_assert_eq!(sound(&bytes, rule), checked.is_ok());
         }
 
         #[test]
         fn sound_on_random_bytes(
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
         ) {
-            proptest::prop_assert_eq!(sound(&bytes), check_fields(&bytes, 0, bytes.len()).is_ok());
+            proptest::prop_assert_eq!(sound(&bytes, any_len), check_fields(&bytes, 0, bytes.len()).is_ok());
         }
 
         #[test]

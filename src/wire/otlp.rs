@@ -72,42 +72,94 @@ pub fn scan_export(buf: &Bytes, max_run_bytes: usize) -> Result<SpanRuns, OtlpEr
 }
 
 fn count_resource_spans(buf: &[u8], start: usize, end: usize) -> Result<u32, OtlpError> {
-    let mut spans = 0;
+    let mut spans = SpanPairs::default();
     for field in Fields::within(buf, start, end) {
         let field = field?;
         if field.number != SCOPE_SPANS {
             continue;
         }
         let (s, e) = field.len_range()?;
-        for inner in Fields::within(buf, s, e) {
-            let inner = inner?;
-            if inner.number == SPANS {
-                let (ss, se) = inner.len_range()?;
-                check_span(buf, ss, se)?;
-                spans += 1;
+        let mut inner = Fields::within(buf, s, e);
+        loop {
+            // A scope's spans come back to back: read each run of them on the short path.
+            inner.take_run(SPANS_TAG, |_, start, end| spans.add(buf, (start, end)))?;
+            let Some(field) = inner.next() else { break };
+            let field = field?;
+            if field.number == SPANS {
+                spans.add(buf, field.len_range()?)?;
             }
         }
     }
-    Ok(spans)
+    spans.finish(buf)
+}
+
+/// One-byte tag of `ScopeSpans.spans`.
+const SPANS_TAG: u8 = (SPANS as u8) << 3 | super::LEN;
+
+/// Counts spans and checks them two at a time (see `wire::sound_pair`): one waits for its
+/// partner.
+#[derive(Default)]
+struct SpanPairs {
+    count: u32,
+    unchecked: Option<(usize, usize)>,
+}
+
+impl SpanPairs {
+    #[inline(always)]
+    fn add(&mut self, buf: &[u8], span: (usize, usize)) -> Result<(), OtlpError> {
+        self.count += 1;
+        match self.unchecked.take() {
+            Some(first) => check_span_pair(buf, first, span),
+            None => {
+                self.unchecked = Some(span);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self, buf: &[u8]) -> Result<u32, OtlpError> {
+        if let Some((start, end)) = self.unchecked {
+            check_span(buf, start, end)?;
+        }
+        Ok(self.count)
+    }
+}
+
+/// The length OTLP requires of an id field (by field number of `Span`), and its name.
+#[inline(always)]
+fn id_field(number: u32) -> Option<(&'static str, usize)> {
+    match number {
+        TRACE_ID => Some(("trace_id", 16)),
+        SPAN_ID => Some(("span_id", 8)),
+        PARENT_SPAN_ID => Some(("parent_span_id", 8)),
+        _ => None,
+    }
+}
+
+/// Whether a length-delimited field of a span may have this length: ids are empty or exact.
+#[inline(always)]
+fn id_len_allowed(number: u32, len: usize) -> bool {
+    id_field(number).is_none_or(|(_, expected)| len == 0 || len == expected)
+}
+
+/// [`check_span`] on two spans, `a`'s error first; both are walked at once on the fast path.
+fn check_span_pair(buf: &[u8], a: (usize, usize), b: (usize, usize)) -> Result<(), OtlpError> {
+    if super::sound_pair(super::range(buf, a), super::range(buf, b), id_len_allowed) {
+        return Ok(());
+    }
+    check_span(buf, a.0, a.1)?;
+    check_span(buf, b.0, b.1)
 }
 
 #[inline]
 fn check_span(buf: &[u8], start: usize, end: usize) -> Result<(), OtlpError> {
-    super::check_fields_with(buf, start, end, |number, len| {
-        let (field, expected) = match number {
-            TRACE_ID => ("trace_id", 16),
-            SPAN_ID => ("span_id", 8),
-            PARENT_SPAN_ID => ("parent_span_id", 8),
-            _ => return Ok(()),
-        };
-        if len != 0 && len != expected {
-            return Err(OtlpError::BadId {
-                field,
-                len,
-                expected,
-            });
-        }
-        Ok(())
+    super::check_fields_with(buf, start, end, |number, len| match id_field(number) {
+        Some((field, expected)) if len != 0 && len != expected => Err(OtlpError::BadId {
+            field,
+            len,
+            expected,
+        }),
+        _ => Ok(()),
     })
 }
 
@@ -192,6 +244,45 @@ mod tests {
             let total: usize = with_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum();
             prop_assert_eq!(scan.count as usize, total);
             prop_assert_eq!(back.resource_spans, with_spans);
+        }
+
+        #[test]
+        fn one_wrong_id_anywhere_is_named(
+            mut req in request(),
+            pick in any::<prop::sample::Index>(),
+            which in 0usize..3,
+            len in 1usize..24,
+        ) {
+            if req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).all(|s| s.spans.is_empty()) {
+                req.resource_spans.push(ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+            }
+            let mut spans: Vec<&mut Span> = req
+                .resource_spans
+                .iter_mut()
+                .flat_map(|rs| &mut rs.scope_spans)
+                .flat_map(|s| &mut s.spans)
+                .collect();
+            let at = pick.index(spans.len());
+            let span = &mut spans[at];
+            let (field, expected, id) = match which {
+                0 => ("trace_id", 16, &mut span.trace_id),
+                1 => ("span_id", 8, &mut span.span_id),
+                _ => ("parent_span_id", 8, &mut span.parent_span_id),
+            };
+            let len = if len == expected { len + 1 } else { len };
+            *id = vec![7; len];
+            let scanned = scan_export(&Bytes::from(req.encode_to_vec()), 1 << 20);
+            prop_assert_eq!(scanned, Err(OtlpError::BadId { field, len, expected }));
         }
 
         #[test]
