@@ -7,8 +7,6 @@
 pub mod otlp;
 pub mod report;
 
-use bytes::Bytes;
-
 /// Why a protobuf buffer could not be scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -18,12 +16,18 @@ pub enum WireError {
         /// Field number being read (0 when the tag itself was cut).
         field: u32,
     },
-    /// A varint runs longer than 10 bytes.
-    #[error("malformed protobuf: varint longer than 10 bytes")]
+    /// A varint runs longer than 10 bytes or past 64 bits.
+    #[error("malformed protobuf: varint longer than 64 bits")]
     VarintOverflow,
     /// Field number 0 is never valid.
     #[error("malformed protobuf: field number 0")]
     ZeroField,
+    /// Field numbers end at 2^29 - 1.
+    #[error("malformed protobuf: field number {number} is past the largest, 536870911")]
+    FieldNumberTooLarge {
+        /// The number the tag spells.
+        number: u64,
+    },
     /// Wire types 6 and 7 do not exist; 3 and 4 (groups) are not used by any schema we scan.
     #[error("malformed protobuf: unsupported wire type {wire_type} for field {field}")]
     BadWireType {
@@ -82,10 +86,29 @@ fn read_long_varint(buf: &[u8], pos: &mut usize, field: u32) -> Result<u64, Wire
         *pos += 1;
         value |= u64::from(byte & 0x7f) << (shift * 7);
         if byte < 0x80 {
-            return Ok(value);
+            // The tenth byte holds bit 63 only.
+            return if shift == 9 && byte > 1 {
+                Err(WireError::VarintOverflow)
+            } else {
+                Ok(value)
+            };
         }
     }
     Err(WireError::VarintOverflow)
+}
+
+/// Largest field number protobuf allows.
+const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
+
+/// The field number of a tag (`key`), refusing 0 and numbers past [`MAX_FIELD_NUMBER`].
+#[inline]
+fn field_number(key: u64) -> Result<u32, WireError> {
+    match key >> 3 {
+        0 => Err(WireError::ZeroField),
+        // At most 29 bits: the cast is lossless.
+        number @ 1..=MAX_FIELD_NUMBER => Ok(number as u32),
+        number => Err(WireError::FieldNumberTooLarge { number }),
+    }
 }
 
 /// Appends `value` as a base-128 varint.
@@ -165,10 +188,7 @@ impl<'a> Fields<'a> {
         let start = self.pos;
         let buf = &self.buf[..self.end];
         let key = read_varint(buf, &mut self.pos, 0)?;
-        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
-        if number == 0 {
-            return Err(WireError::ZeroField);
-        }
+        let number = field_number(key)?;
         let wire_type = (key & 7) as u8;
         let value = match wire_type {
             VARINT => Value::Varint(read_varint(buf, &mut self.pos, number)?),
@@ -312,8 +332,9 @@ impl Field {
 }
 
 /// Checks that `buf[start..end]` is a run of soundly framed fields, finding the same first
-/// error [`Fields`] would, but without producing the fields: the per-span check of the hot path,
-/// where building each [`Field`] costs more than the walk itself.
+/// error [`Fields`] would, but without producing the fields (building each [`Field`] costs more
+/// than the walk itself). It checks a span that arrives on its own, and names the fault once
+/// [`check_fields_pair`]'s fast walk has found one.
 #[inline]
 pub fn check_fields(buf: &[u8], start: usize, end: usize) -> Result<(), WireError> {
     let buf = &buf[..end.min(buf.len())];
@@ -421,6 +442,10 @@ fn skip_field(rest: &[u8], rule: impl Fn(u32, usize) -> bool) -> Option<&[u8]> {
         [tag, ref value @ ..] if (0x08..0x80).contains(&tag) => match tag & 7 {
             VARINT => {
                 let last = value.iter().take(10).position(|byte| byte & 0x80 == 0)?;
+                // As in `read_varint`: the tenth byte holds bit 63 only.
+                if last == 9 && value[9] > 1 {
+                    return None;
+                }
                 value.get(last + 1..)
             }
             FIXED64 => value.get(8..),
@@ -507,10 +532,7 @@ fn step(buf: &[u8], mut pos: usize) -> Result<(usize, Option<(u32, usize)>), Wir
         return Ok((pos, Some((u32::from(tag >> 3), usize::from(len)))));
     }
     let key = read_varint(buf, &mut pos, 0)?;
-    let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField)?;
-    if number == 0 {
-        return Err(WireError::ZeroField);
-    }
+    let number = field_number(key)?;
     let truncated = WireError::Truncated { field: number };
     let mut payload = None;
     pos = match (key & 7) as u8 {
@@ -549,12 +571,6 @@ pub fn complete_field(buf: &[u8]) -> Result<Option<(u32, usize)>, WireError> {
     }
 }
 
-/// Slices `buf[start..end]` without copying.
-#[inline]
-pub fn slice(buf: &Bytes, (start, end): (usize, usize)) -> Bytes {
-    buf.slice(start..end)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +607,17 @@ mod tests {
         let mut pos = 0;
         assert_eq!(
             read_varint(&[0xff; 11], &mut pos, 1),
+            Err(WireError::VarintOverflow)
+        );
+        // Ten bytes reach bit 63 and no further: a tenth byte above 1 overflows, as prost says.
+        let mut max = [0xff; 10];
+        max[9] = 0x01;
+        let mut pos = 0;
+        assert_eq!(read_varint(&max, &mut pos, 1), Ok(u64::MAX));
+        max[9] = 0x02;
+        let mut pos = 0;
+        assert_eq!(
+            read_varint(&max, &mut pos, 1),
             Err(WireError::VarintOverflow)
         );
     }
@@ -788,6 +815,33 @@ mod tests {
         });
         assert_eq!((result, calls), (Err(WireError::ZeroField), 1));
         assert!(fields.next().is_none(), "the walk ends after an error");
+    }
+
+    #[test]
+    fn the_fast_walk_refuses_what_prost_refuses() {
+        // A varint field whose tenth byte passes bit 63; a field number past 2^29 - 1.
+        let overflow = [
+            0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        let too_large = [0x80, 0x80, 0x80, 0x80, 0x10, 0x00];
+        assert_eq!(
+            check_fields(&overflow, 0, overflow.len()),
+            Err(WireError::VarintOverflow)
+        );
+        assert_eq!(
+            check_fields(&too_large, 0, too_large.len()),
+            Err(WireError::FieldNumberTooLarge { number: 1 << 29 })
+        );
+        for bad in [&overflow[..], &too_large[..]] {
+            assert!(!sound(bad, any_len));
+            assert!(check_fields_pair(bad, (0, bad.len()), (0, 0)).is_err());
+            assert!(Fields::new(bad).any(|field| field.is_err()));
+        }
+        let mut largest = vec![];
+        put_varint(&mut largest, MAX_FIELD_NUMBER << 3);
+        largest.push(0x00);
+        assert_eq!(check_fields(&largest, 0, largest.len()), Ok(()));
+        assert!(sound(&largest, any_len));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Zero-copy scan of a Lightstep `ReportRequest`, and the header that starts a batch of one.
 //!
 //! The scan finds the reporter, the token, the clock offset and the client's own drop count,
-//! and hands spans out as runs of whole `0x1A` span fields sliced from the request. It checks
+//! and hands spans out as runs of whole `spans` fields sliced from the request. It checks
 //! the framing of each span's top-level fields but never decodes a span, and treats strings as
 //! bytes (real clients send non-UTF-8).
 
@@ -25,8 +25,9 @@ const SAMPLE_DOUBLE: u32 = 3;
 /// Name of the count in which tracers report spans they dropped themselves.
 const SPANS_DROPPED: &[u8] = b"spans.dropped";
 
-/// Spans of one report: runs of consecutive `0x1A` span fields (tag and length included),
-/// each a slice of the request buffer, ready to be appended to a batch as they are.
+/// Spans of one request: runs of consecutive whole fields, tag and length included (`spans`
+/// fields of a Lightstep report, `resource_spans` fields of an OTLP export), each a slice of
+/// the request buffer, ready to be appended to a batch as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpanRuns {
     /// The runs, in request order.
@@ -101,7 +102,8 @@ pub fn scan_report(buf: &Bytes, max_run_bytes: usize) -> Result<ReportScan, Wire
             TIMESTAMP_OFFSET_MICROS => scan.timestamp_offset_micros = field.varint()? as i64,
             INTERNAL_METRICS => {
                 let (start, end) = field.len_range()?;
-                scan.client_dropped_spans += dropped_count(buf, start, end)?;
+                let dropped = dropped_count(buf, start, end)?;
+                scan.client_dropped_spans = scan.client_dropped_spans.saturating_add(dropped);
             }
             _ => {} // Unknown fields are skipped, as protobuf requires.
         }
