@@ -63,33 +63,17 @@ fn string(value: &str) -> Option<pb::key_value::Value> {
 
 async fn check_python_tracer(tls: bool) {
     let (_dir, ca, cert, key) = dev_certs();
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut args = vec![
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls_args = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
     ];
-    let (cert_s, key_s) = (
-        cert.to_str().unwrap().to_owned(),
-        key.to_str().unwrap().to_owned(),
-    );
-    if tls {
-        args.extend([
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert_s,
-            "--tls-key",
-            &key_s,
-        ]);
-    }
-    let cubesat = Cubesat::serve(&args);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) =
+        serve_to_capture(TOKEN, if tls { &tls_args } else { &[] }).await;
     let port = if tls {
         cubesat.tls.unwrap().port()
     } else {
@@ -194,24 +178,6 @@ fn cpp_header(dropped: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The request head exactly as the C++ recorder writes it: no space after colons, a Host
-/// right-justified with spaces to the longest endpoint name, no Content-Length, no token.
-fn cpp_head() -> Vec<u8> {
-    b"POST /api/v2/reports HTTP/1.1\r\nHost:      localhost\r\nConnection:close\r\nContent-Type:application/octet-stream\r\nTransfer-Encoding:chunked\r\n\r\n".to_vec()
-}
-
-fn chunk(payload: &[u8], padded: bool) -> Vec<u8> {
-    let mut out = if padded {
-        format!("{:08x}\r\n", payload.len())
-    } else {
-        format!("{:X}\r\n", payload.len())
-    }
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpp_streaming_upload_replayed_byte_for_byte() {
     let capture = Capture::default();
@@ -230,15 +196,17 @@ async fn a_cpp_streaming_upload_replayed_byte_for_byte() {
 
     let spans: Vec<Vec<u8>> = (1..=6).map(cpp_span).collect();
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(&cpp_head()).unwrap();
-    stream.write_all(&chunk(&cpp_header(4), false)).unwrap();
+    stream.write_all(CPP_STREAM_HEAD).unwrap();
+    stream
+        .write_all(&http_chunk(&cpp_header(4), false))
+        .unwrap();
     for span in &spans[..3] {
-        stream.write_all(&chunk(span, true)).unwrap();
+        stream.write_all(&http_chunk(span, true)).unwrap();
     }
     // The upload is still open: the first spans must already be on their way.
     capture.wait_spans(3, Duration::from_secs(10)).await;
     for span in &spans[3..] {
-        stream.write_all(&chunk(span, true)).unwrap();
+        stream.write_all(&http_chunk(span, true)).unwrap();
     }
     stream.write_all(b"0\r\n\r\n").unwrap();
     let mut reply = Vec::new();
@@ -293,11 +261,13 @@ async fn a_stream_cut_off_mid_chunk_keeps_its_complete_spans() {
     cubesat.wait_ready(200, Duration::from_secs(10)).await;
 
     let mut stream = TcpStream::connect(cubesat.ingest).unwrap();
-    stream.write_all(&cpp_head()).unwrap();
-    stream.write_all(&chunk(&cpp_header(0), false)).unwrap();
-    stream.write_all(&chunk(&cpp_span(1), true)).unwrap();
-    stream.write_all(&chunk(&cpp_span(2), true)).unwrap();
-    let third = chunk(&cpp_span(3), true);
+    stream.write_all(CPP_STREAM_HEAD).unwrap();
+    stream
+        .write_all(&http_chunk(&cpp_header(0), false))
+        .unwrap();
+    stream.write_all(&http_chunk(&cpp_span(1), true)).unwrap();
+    stream.write_all(&http_chunk(&cpp_span(2), true)).unwrap();
+    let third = http_chunk(&cpp_span(3), true);
     stream.write_all(&third[..third.len() / 2]).unwrap();
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -479,16 +479,7 @@ async fn check_python_thrift(tls: bool) {
     ]);
     // Thrift's HTTP client uses Python's default TLS context, which trusts this file.
     cmd.env("SSL_CERT_FILE", &ca);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tracer flush failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let sent = run_json_client(cmd).await;
 
     let received = capture.wait_spans(2, Duration::from_secs(10)).await;
     assert_eq!(received.len(), 2);
@@ -577,16 +568,7 @@ async fn check_node_tracer(transport: &str) {
         &cubesat.ingest.port().to_string(),
         "node-token",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node tracer flush failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let result = run_client(cmd).await;
     assert!(
         result["clock_samples"].as_u64().unwrap() >= 1,
         "the tracer took a clock sample from the reply: {result}"

@@ -539,18 +539,6 @@ async fn malformed_input_is_refused_and_other_clients_still_arrive() {
     assert_eq!(spans.len(), 3);
 }
 
-fn chunk(payload: &[u8], padded: bool) -> Vec<u8> {
-    let mut out = if padded {
-        format!("{:08x}\r\n", payload.len())
-    } else {
-        format!("{:X}\r\n", payload.len())
-    }
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpp_streaming_upload_reaches_an_otlp_upstream_while_open() {
     use std::io::{Read, Write};
@@ -570,17 +558,15 @@ async fn a_cpp_streaming_upload_reaches_an_otlp_upstream_while_open() {
     .encode_to_vec();
     let fields: Vec<Vec<u8>> = (1..=4).map(|id| envoy_span_field(77, id, 0)).collect();
     let mut stream = std::net::TcpStream::connect(cubesat.ingest).unwrap();
-    stream
-        .write_all(b"POST /api/v2/reports HTTP/1.1\r\nHost:      localhost\r\nConnection:close\r\nContent-Type:application/octet-stream\r\nTransfer-Encoding:chunked\r\n\r\n")
-        .unwrap();
-    stream.write_all(&chunk(&header, false)).unwrap();
+    stream.write_all(CPP_STREAM_HEAD).unwrap();
+    stream.write_all(&http_chunk(&header, false)).unwrap();
     for field in &fields[..2] {
-        stream.write_all(&chunk(field, true)).unwrap();
+        stream.write_all(&http_chunk(field, true)).unwrap();
     }
     // Still open: the first spans are already translated and on their way.
     capture.wait_otlp_spans(2, Duration::from_secs(10)).await;
     for field in &fields[2..] {
-        stream.write_all(&chunk(field, true)).unwrap();
+        stream.write_all(&http_chunk(field, true)).unwrap();
     }
     stream.write_all(b"0\r\n\r\n").unwrap();
     stream

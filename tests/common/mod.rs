@@ -788,7 +788,16 @@ pub fn tool_python(var: &str, modules: &str, what: &str) -> String {
 
 /// Runs a client script that prints what it sent as a JSON array; fails the test with the
 /// client's output when it fails.
-pub async fn run_json_client(mut cmd: Command) -> Vec<serde_json::Value> {
+pub async fn run_json_client(cmd: Command) -> Vec<serde_json::Value> {
+    match run_client(cmd).await {
+        serde_json::Value::Array(sent) => sent,
+        other => panic!("client printed {other}, not a JSON array"),
+    }
+}
+
+/// Runs a client script that prints one JSON value; fails the test with the client's output
+/// when it fails or prints anything else.
+pub async fn run_client(mut cmd: Command) -> serde_json::Value {
     let client = format!(
         "{:?} {:?}",
         cmd.get_program(),
@@ -803,10 +812,26 @@ pub async fn run_json_client(mut cmd: Command) -> Vec<serde_json::Value> {
         "client {client} failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    match serde_json::from_str::<serde_json::Value>(&stdout) {
-        Ok(serde_json::Value::Array(sent)) => sent,
-        other => panic!("client printed {other:?}, not a JSON array: {stdout}"),
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("client {client} printed no JSON ({e}): {stdout}"))
+}
+
+/// The request head exactly as the C++ streaming recorder writes it: no space after colons, a
+/// Host right-justified with spaces to the longest endpoint name, no Content-Length, no token.
+pub const CPP_STREAM_HEAD: &[u8] = b"POST /api/v2/reports HTTP/1.1\r\nHost:      localhost\r\nConnection:close\r\nContent-Type:application/octet-stream\r\nTransfer-Encoding:chunked\r\n\r\n";
+
+/// One HTTP/1.1 chunk of `payload`; `padded` writes the size as the C++ recorder does (eight
+/// lower-case hex digits), otherwise in the shortest upper-case form.
+pub fn http_chunk(payload: &[u8], padded: bool) -> Vec<u8> {
+    let mut out = if padded {
+        format!("{:08x}\r\n", payload.len())
+    } else {
+        format!("{:X}\r\n", payload.len())
     }
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The OpenTelemetry Python SDK with the OTLP gRPC and HTTP exporters.
