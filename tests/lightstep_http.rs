@@ -62,16 +62,8 @@ fn string(value: &str) -> Option<pb::key_value::Value> {
 }
 
 async fn check_python_tracer(tls: bool) {
-    let (_dir, ca, cert, key) = dev_certs();
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let tls_args = [
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-    ];
+    let certs = TlsIngest::new();
+    let (ca, tls_args) = (&certs.ca, certs.args());
     let (capture, _upstream, cubesat) =
         serve_to_capture(TOKEN, if tls { &tls_args } else { &[] }).await;
     let port = if tls {

@@ -448,16 +448,8 @@ async fn browser_thrift_tracers_get_cors() {
 // Real tracers.
 
 async fn check_python_thrift(tls: bool) {
-    let (_dir, ca, cert, key) = dev_certs();
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let tls_args = [
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-    ];
+    let certs = TlsIngest::new();
+    let (ca, tls_args) = (&certs.ca, certs.args());
     let (capture, _upstream, cubesat) = start(if tls { &tls_args } else { &[] }).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -478,7 +470,7 @@ async fn check_python_thrift(tls: bool) {
         encryption,
     ]);
     // Thrift's HTTP client uses Python's default TLS context, which trusts this file.
-    cmd.env("SSL_CERT_FILE", &ca);
+    cmd.env("SSL_CERT_FILE", ca);
     let sent = run_json_client(cmd).await;
 
     let received = capture.wait_spans(2, Duration::from_secs(10)).await;

@@ -706,6 +706,42 @@ pub fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
         .count()
 }
 
+/// Development certificates from `cubesat certs`, kept while this lives, and the flags that
+/// serve TLS ingest with them.
+pub struct TlsIngest {
+    _dir: tempfile::TempDir,
+    /// The CA file a client trusts.
+    pub ca: PathBuf,
+    cert: String,
+    key: String,
+}
+
+impl TlsIngest {
+    /// Makes the certificates.
+    pub fn new() -> Self {
+        let (dir, ca, cert, key) = dev_certs();
+        let path = |p: PathBuf| p.to_str().expect("UTF-8 temp path").to_owned();
+        Self {
+            _dir: dir,
+            ca,
+            cert: path(cert),
+            key: path(key),
+        }
+    }
+
+    /// `--tls-listen 127.0.0.1:0` with the server certificate and key.
+    pub fn args(&self) -> [&str; 6] {
+        [
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &self.cert,
+            "--tls-key",
+            &self.key,
+        ]
+    }
+}
+
 /// Runs `cubesat certs` into a fresh directory: (dir, cacert, server cert, server key).
 pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
