@@ -13,18 +13,25 @@ use super::MAX_INDEXED_VALUE;
 /// oldest trace, which is then the front of every list holding it: both ends are O(1).
 pub(crate) type Postings = VecDeque<u64>;
 
-pub(crate) fn post(list: &mut Postings, seq: u64) {
+/// Adds `seq` to `list` unless it is there; returns how many entries were added (0 or 1).
+pub(crate) fn post(list: &mut Postings, seq: u64) -> usize {
     match list.back() {
-        Some(&last) if last == seq => {}
-        Some(&last) if last > seq => {
-            if let Err(at) = list.binary_search(&seq) {
+        Some(&last) if last == seq => 0,
+        Some(&last) if last > seq => match list.binary_search(&seq) {
+            Ok(_) => 0,
+            Err(at) => {
                 list.insert(at, seq);
+                1
             }
+        },
+        _ => {
+            list.push_back(seq);
+            1
         }
-        _ => list.push_back(seq),
     }
 }
 
+/// Removes `seq` from `list`.
 pub(crate) fn unpost(list: &mut Postings, seq: u64) {
     if list.front() == Some(&seq) {
         list.pop_front();
@@ -112,6 +119,14 @@ pub(crate) fn attribute_hash(kv: &KeyValue) -> Option<u64> {
     }
     h.write_u8(0xff);
     Some(h.finish())
+}
+
+/// The index key of the spans that link to a span of trace `target`.
+pub(crate) fn link_hash(target: &[u8; 16]) -> u64 {
+    let mut h = tag_hasher("\u{0}link");
+    h.write(target);
+    h.write_u8(0xff);
+    h.finish()
 }
 
 /// Index keys of `span`'s attributes: scalar values no longer than [`MAX_INDEXED_VALUE`].

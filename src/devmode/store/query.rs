@@ -8,10 +8,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Serialize;
 
 use super::index::{Postings, tag_hash};
-use super::{
-    MAX_INDEXED_VALUE, SMALL_TRACE, Store, StoredSpan, Trace, hex, is_error, kind_name, text,
-    times, trace_id_of,
-};
+use super::span::{is_error, times};
+use super::{MAX_INDEXED_VALUE, Store, StoredSpan, Trace, hex, kind_name, trace_id_of};
 
 /// A span predicate: every given filter must hold for the same span.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,12 +45,10 @@ impl SpanQuery {
             && (!self.errors_only || span.error)
             && self.start_us.is_none_or(|t| span.start_us >= t)
             && self.end_us.is_none_or(|t| span.start_us <= t)
-            && self.tags.iter().all(|(key, want)| {
-                span.span
-                    .attributes
-                    .iter()
-                    .any(|kv| kv.key == *key && kv.value.as_ref().is_some_and(|v| text(v) == *want))
-            })
+            && self
+                .tags
+                .iter()
+                .all(|(key, want)| span.has_attribute(key, want))
     }
 
     /// Whether a trace spanning `start..=end` can hold a span that passes the time window.
@@ -121,6 +117,8 @@ pub struct TraceSummary {
     pub errors: usize,
     /// Spans of the trace that matched the query.
     pub matched: usize,
+    /// Whether the trace is pinned (eviction skips it).
+    pub pinned: bool,
 }
 
 /// One histogram bucket: durations `lo_us..=hi_us`.
@@ -134,12 +132,24 @@ pub struct Bucket {
     pub count: u64,
 }
 
+/// How histogram buckets divide the range of durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Equal widths.
+    Linear,
+    /// Widths growing geometrically: latencies span orders of magnitude.
+    Log,
+}
+
 /// The latency distribution of the spans matching a query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Latency {
     /// Matching spans.
     pub spans: u64,
-    /// Contiguous linear buckets from the smallest to the largest duration.
+    /// How the buckets divide the range.
+    pub scale: Scale,
+    /// Contiguous buckets from the smallest to the largest duration.
     pub buckets: Vec<Bucket>,
     /// Median.
     pub p50_us: Option<u64>,
@@ -272,8 +282,9 @@ impl Store {
             .collect()
     }
 
-    /// The latency distribution of the spans matching `query`, in at most `buckets` buckets.
-    pub fn latency(&self, query: &SpanQuery, buckets: usize) -> Latency {
+    /// The latency distribution of the spans matching `query`, in at most `buckets` buckets
+    /// divided on `scale`.
+    pub fn latency(&self, query: &SpanQuery, buckets: usize, scale: Scale) -> Latency {
         let mut durations: Vec<u64> = self
             .matching_spans(query)
             .map(|(_, span)| span.duration_us)
@@ -282,6 +293,7 @@ impl Store {
         let (Some(&lo), Some(&hi)) = (durations.first(), durations.last()) else {
             return Latency {
                 spans: 0,
+                scale,
                 buckets: Vec::new(),
                 p50_us: None,
                 p95_us: None,
@@ -289,24 +301,40 @@ impl Store {
             };
         };
         let n = buckets.max(1) as u64;
-        let range = hi - lo + 1;
-        let width = range.div_ceil(n).max(1);
-        let count = range.div_ceil(width);
-        let mut out: Vec<Bucket> = (0..count)
-            .map(|i| Bucket {
-                lo_us: lo + i * width,
-                hi_us: (lo + (i + 1) * width - 1).min(hi),
-                count: 0,
-            })
-            .collect();
-        for d in &durations {
-            let i = ((d - lo) / width) as usize;
-            if let Some(bucket) = out.get_mut(i) {
-                bucket.count += 1;
+        // The first duration of each bucket, strictly increasing.
+        let mut starts = vec![lo];
+        match scale {
+            Scale::Linear => {
+                let width = (hi - lo + 1).div_ceil(n).max(1);
+                starts.extend((1..n).map(|i| lo + i * width).take_while(|&s| s <= hi));
+            }
+            Scale::Log => {
+                let (a, b) = (lo.max(1) as f64, (hi + 1) as f64);
+                for i in 1..n {
+                    let edge = (a * (b / a).powf(i as f64 / n as f64)).round() as u64;
+                    if edge > *starts.last().unwrap_or(&lo) && edge <= hi {
+                        starts.push(edge);
+                    }
+                }
             }
         }
+        let out: Vec<Bucket> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &lo_us)| {
+                let hi_us = starts.get(i + 1).map_or(hi, |next| next - 1);
+                let from = durations.partition_point(|&d| d < lo_us);
+                let to = durations.partition_point(|&d| d <= hi_us);
+                Bucket {
+                    lo_us,
+                    hi_us,
+                    count: (to - from) as u64,
+                }
+            })
+            .collect();
         Latency {
             spans: durations.len() as u64,
+            scale,
             buckets: out,
             p50_us: percentile(&durations, 50),
             p95_us: percentile(&durations, 95),
@@ -390,34 +418,12 @@ impl Store {
     pub fn dependencies(&self) -> Vec<Edge> {
         // Services are interned, so the pointer identifies one.
         let mut edges: HashMap<(*const u8, *const u8), (&str, &str, u64)> = HashMap::new();
-        let mut by_id: HashMap<&[u8], &Arc<str>> = HashMap::new();
         for trace in self.traces.values() {
-            // Small traces (the usual case) look parents up by a scan, not a map.
-            let large = trace.spans.len() > SMALL_TRACE;
-            if large {
-                by_id.clear();
-                by_id.extend(
-                    trace
-                        .spans
-                        .iter()
-                        .map(|s| (&s.span.span_id[..], &s.service)),
-                );
-            }
             for span in &trace.spans {
-                let wanted = &span.span.parent_span_id[..];
-                if wanted.is_empty() {
+                if span.parent_span_id == 0 {
                     continue;
                 }
-                let parent = if large {
-                    by_id.get(wanted).copied()
-                } else {
-                    trace
-                        .spans
-                        .iter()
-                        .find(|p| p.span.span_id == wanted)
-                        .map(|p| &p.service)
-                };
-                if let Some(parent) = parent
+                if let Some(parent) = trace.span(span.parent_span_id).map(|p| &p.service)
                     && !Arc::ptr_eq(parent, &span.service)
                 {
                     let key = (

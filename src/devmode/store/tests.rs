@@ -1,7 +1,12 @@
 use opentelemetry_proto::tonic::trace::v1::Status;
 use proptest::prelude::*;
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+
 use super::index::{Postings, attribute_hash, post, tag_hash, unpost};
+use super::span::text;
 use super::*;
 
 const MS: u64 = 1_000_000;
@@ -183,7 +188,7 @@ fn latency_buckets_are_contiguous_inclusive_and_narrow_exactly() {
     for t in 1..=10 {
         bookinfo(&mut store, t, u64::from(t) * 100, false);
     }
-    let latency = store.latency(&SpanQuery::default(), 7);
+    let latency = store.latency(&SpanQuery::default(), 7, Scale::Linear);
     assert_eq!(latency.spans, 40);
     assert!(latency.buckets.len() <= 7);
     assert_eq!(latency.buckets.iter().map(|b| b.count).sum::<u64>(), 40);
@@ -207,6 +212,7 @@ fn latency_buckets_are_contiguous_inclusive_and_narrow_exactly() {
             ..Default::default()
         },
         20,
+        Scale::Log,
     );
     assert_eq!(
         one.buckets,
@@ -222,6 +228,7 @@ fn latency_buckets_are_contiguous_inclusive_and_narrow_exactly() {
             ..Default::default()
         },
         20,
+        Scale::Log,
     );
     assert_eq!((none.spans, none.buckets.len(), none.p50_us), (0, 0, None));
 }
@@ -462,4 +469,185 @@ proptest! {
         let counted: u64 = store.services().iter().map(|s| s.spans).sum();
         prop_assert_eq!(counted, store.stats().spans);
     }
+}
+
+#[test]
+fn a_span_sent_again_is_a_duplicate_and_stored_once() {
+    let mut store = Store::new(1 << 20);
+    store.insert("a", span(1, 1, 0, "op", 0, 10)).unwrap();
+    store.insert("a", span(1, 2, 1, "op", 0, 10)).unwrap();
+    assert_eq!(
+        store.insert("a", span(1, 2, 1, "op", 0, 10)),
+        Err(Rejected::Duplicate)
+    );
+    let used = store.stats().used_bytes;
+    // Large traces find duplicates through their span-id map.
+    for id in 3..=200u8 {
+        store.insert("a", span(1, id, 1, "op", 0, 10)).unwrap();
+    }
+    assert_eq!(
+        store.insert("a", span(1, 150, 1, "op", 0, 10)),
+        Err(Rejected::Duplicate)
+    );
+    let id = trace_id_of(&span(1, 1, 0, "", 0, 0).trace_id).unwrap();
+    assert_eq!(store.trace(&id).unwrap().spans.len(), 200);
+    assert!(store.stats().used_bytes > used);
+    let mut bad = span(1, 1, 0, "x", 0, 1);
+    bad.span_id = vec![1, 2, 3];
+    assert_eq!(store.insert("s", bad), Err(Rejected::InvalidSpanId));
+}
+
+#[test]
+fn a_pinned_trace_survives_eviction_and_pins_are_bounded() {
+    let mut store = Store::new(256 << 10);
+    store.insert("svc", span(1, 1, 0, "keep", 0, 10)).unwrap();
+    let keep = trace_id_of(&span(1, 1, 0, "", 0, 0).trace_id).unwrap();
+    assert_eq!(store.pin(&keep), Ok(()));
+    assert_eq!(store.pin(&keep), Ok(()), "pinning twice is fine");
+    assert_eq!(store.pin(&[0xee; 16]), Err(PinError::NotFound));
+    for t in 2..=255u8 {
+        for id in 1..=4 {
+            store
+                .insert("svc", span(t, id, id - 1, "op", u64::from(t), 10))
+                .unwrap();
+        }
+    }
+    let stats = store.stats();
+    assert!(stats.evicted_traces > 30, "{stats:?}");
+    assert_eq!(stats.pinned_traces, 1);
+    assert!(store.trace(&keep).unwrap().pinned);
+    // How far back: the oldest trace eviction would take next, not the pinned one.
+    assert!(stats.oldest_start_us > Some(0));
+    // At most MAX_PINNED.
+    let kept: Vec<TraceId> = store.traces.values().map(|t| t.id).collect();
+    for id in kept.iter().filter(|id| **id != keep).take(MAX_PINNED - 1) {
+        store.pin(id).unwrap();
+    }
+    let extra = kept
+        .iter()
+        .rfind(|id| !store.trace(id).unwrap().pinned)
+        .unwrap();
+    assert_eq!(store.pin(extra), Err(PinError::TooMany));
+    assert!(store.unpin(&keep));
+    assert!(!store.unpin(&[0xee; 16]));
+    assert_eq!(store.stats().pinned_traces, MAX_PINNED as u64 - 1);
+    // Pinned traces together hold at most a quarter of the budget.
+    let mut tiny = Store::new(64 << 10);
+    for id in 1..=150u8 {
+        tiny.insert("svc", span(1, id, 1, "op", 0, 10)).unwrap();
+    }
+    assert_eq!(tiny.pin(&keep), Err(PinError::TooLarge));
+}
+
+#[test]
+fn links_are_indexed_both_ways() {
+    let mut store = Store::new(1 << 20);
+    store
+        .insert("producer", span(1, 1, 0, "send", 0, 10))
+        .unwrap();
+    let mut consumer = span(2, 1, 0, "receive", 1, 10);
+    consumer.links.push(Link {
+        trace_id: span(1, 1, 0, "", 0, 0).trace_id,
+        span_id: span(1, 1, 0, "", 0, 0).span_id,
+        ..Default::default()
+    });
+    store.insert("consumer", consumer).unwrap();
+    let target = trace_id_of(&span(1, 1, 0, "", 0, 0).trace_id).unwrap();
+    let from = store.linked_from(&target);
+    assert_eq!(from.len(), 1);
+    let (trace, linking, span_id) = from[0];
+    assert_eq!(trace.id_hex(), hex(&span(2, 1, 0, "", 0, 0).trace_id));
+    assert_eq!(&*linking.operation, "receive");
+    assert_eq!(
+        span_id,
+        span_id_of(&span(1, 1, 0, "", 0, 0).span_id).unwrap()
+    );
+    assert!(store.linked_from(&[0xee; 16]).is_empty());
+}
+
+#[test]
+fn resources_are_interned_and_given_back_with_their_last_span() {
+    let mut store = Store::new(64 << 10);
+    let resource = || {
+        vec![
+            attr("service.name", Value::StringValue("api".into())),
+            attr("k8s.pod.name", Value::StringValue("api-1".into())),
+        ]
+    };
+    let a = store.process(resource());
+    let b = store.process(resource());
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(a.service, "api");
+    assert_eq!(store.process(Vec::new()).service, UNKNOWN_SERVICE);
+    store.insert_in(&a, span(1, 1, 0, "op", 0, 10)).unwrap();
+    drop((a, b));
+    let id = trace_id_of(&span(1, 1, 0, "", 0, 0).trace_id).unwrap();
+    let stored = &store.trace(&id).unwrap().spans[0];
+    assert_eq!(stored.process.attributes.len(), 2);
+    // The whole span decodes again.
+    let decoded = stored.decode(&id);
+    assert_eq!(decoded.name, "op");
+    assert_eq!(decoded.span_id, span(1, 1, 0, "", 0, 0).span_id);
+    for t in 2..=255u8 {
+        store.insert("other", span(t, 1, 0, "op", 1, 10)).unwrap();
+    }
+    assert!(store.trace(&id).is_none());
+    assert!(
+        !store.processes.values().any(|p| p.service == "api"),
+        "the resource went with its last span"
+    );
+}
+
+#[test]
+fn a_tag_filter_reads_encoded_attributes_of_every_type() {
+    let mut store = Store::new(1 << 20);
+    let mut s = span(1, 1, 0, "op", 0, 10);
+    s.attributes = vec![
+        attr("s", Value::StringValue("text, with comma".into())),
+        attr("b", Value::BoolValue(true)),
+        attr("i", Value::IntValue(-7)),
+        attr("d", Value::DoubleValue(0.5)),
+        attr(
+            "long",
+            Value::StringValue("y".repeat(MAX_INDEXED_VALUE + 5)),
+        ),
+    ];
+    store.insert("svc", s).unwrap();
+    let hit = |k: &str, v: &str| {
+        !store
+            .traces(
+                &SpanQuery {
+                    tags: vec![(k.into(), v.into())],
+                    ..Default::default()
+                },
+                10,
+            )
+            .is_empty()
+    };
+    assert!(hit("s", "text, with comma"));
+    assert!(hit("b", "true"));
+    assert!(hit("i", "-7"));
+    assert!(hit("d", "0.5"));
+    assert!(hit("long", &"y".repeat(MAX_INDEXED_VALUE + 5)));
+    assert!(!hit("i", "7"));
+    assert!(!hit("s", "text"));
+}
+
+#[test]
+fn log_buckets_are_contiguous_and_widen() {
+    let mut store = Store::new(4 << 20);
+    for t in 1..=200u8 {
+        let dur = 100 * u64::from(t) * u64::from(t);
+        store.insert("svc", span(t, 1, 0, "op", 0, dur)).unwrap();
+    }
+    let latency = store.latency(&SpanQuery::default(), 20, Scale::Log);
+    assert_eq!(latency.scale, Scale::Log);
+    assert_eq!(latency.buckets.iter().map(|b| b.count).sum::<u64>(), 200);
+    assert_eq!(latency.buckets[0].lo_us, 100);
+    assert_eq!(latency.buckets.last().unwrap().hi_us, 4_000_000);
+    for pair in latency.buckets.windows(2) {
+        assert_eq!(pair[1].lo_us, pair[0].hi_us + 1);
+    }
+    let width = |b: &Bucket| b.hi_us - b.lo_us + 1;
+    assert!(width(latency.buckets.last().unwrap()) > 50 * width(&latency.buckets[0]));
 }

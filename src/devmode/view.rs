@@ -1,0 +1,175 @@
+//! One trace as the trace view shows it (`/api/traces/{id}`): every span decoded again, in
+//! start order, with its resource (process), its links in both directions, and the clock-skew
+//! adjustment the waterfall draws it with.
+//!
+//! Clock skew: a span sent by another service than its parent's was timed by another clock.
+//! When it does not fit inside its parent, it is shifted (with its subtree) to fit, the way
+//! Jaeger's adjuster does: centred in the parent when it is shorter, else moved to the parent's
+//! start. The raw times are kept; the shift is reported per span as `skew_us`, and nothing is
+//! hidden. Spans of the same service as their parent share its clock and are never moved.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::store::{
+    Store, StoredSpan, Trace, attributes_json, hex, kind_name, span_id_of, trace_id_of,
+};
+
+/// The shift, in µs, of each span of `spans` (indexes as given) that clock-skew adjustment
+/// moves; spans not moved are absent.
+pub fn skew(spans: &[&StoredSpan]) -> HashMap<usize, i64> {
+    let at: HashMap<u64, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        match at.get(&s.parent_span_id) {
+            Some(&p) if s.parent_span_id != 0 && p != i => children.entry(p).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    let mut shifts: HashMap<usize, i64> = HashMap::new();
+    let mut seen = vec![false; spans.len()];
+    // (span, shift inherited from its ancestors)
+    let mut stack: Vec<(usize, i64)> = roots.into_iter().map(|r| (r, 0)).collect();
+    while let Some((i, inherited)) = stack.pop() {
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        let parent_start = spans[i].start_us as i64 + inherited;
+        let parent_end = parent_start + spans[i].duration_us as i64;
+        for &c in children.get(&i).map(Vec::as_slice).unwrap_or_default() {
+            let child = spans[c];
+            let start = child.start_us as i64 + inherited;
+            let end = start + child.duration_us as i64;
+            let mut own = 0;
+            if !std::sync::Arc::ptr_eq(&child.service, &spans[i].service)
+                && (start < parent_start || end > parent_end)
+            {
+                let room = spans[i].duration_us as i64 - child.duration_us as i64;
+                own = if room >= 0 {
+                    parent_start + room / 2 - start
+                } else {
+                    parent_start - start
+                };
+            }
+            let total = inherited + own;
+            if total != 0 {
+                shifts.insert(c, total);
+            }
+            stack.push((c, total));
+        }
+    }
+    shifts
+}
+
+/// The JSON of trace `trace` as `/api/traces/{id}` answers it.
+pub fn trace_json(store: &Store, trace: &Trace) -> Value {
+    let mut spans: Vec<&StoredSpan> = trace.spans.iter().collect();
+    spans.sort_by_key(|s| (s.start_us, std::cmp::Reverse(s.duration_us)));
+    let shifts = skew(&spans);
+    // Processes, numbered in order of first appearance.
+    let mut process_ids: Vec<*const super::store::Process> = Vec::new();
+    let mut processes = Map::new();
+    let mut linked_from: HashMap<u64, Vec<Value>> = HashMap::new();
+    for (from, span, target) in store.linked_from(&trace.id) {
+        linked_from.entry(target).or_default().push(json!({
+            "trace_id": from.id_hex(),
+            "span_id": span.span_id_hex(),
+            "service": &*span.service,
+            "operation": &*span.operation,
+        }));
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    for (i, span) in spans.iter().enumerate() {
+        let ptr = std::sync::Arc::as_ptr(&span.process);
+        let pid = match process_ids.iter().position(|p| *p == ptr) {
+            Some(n) => n,
+            None => {
+                process_ids.push(ptr);
+                processes.insert(
+                    format!("p{}", process_ids.len()),
+                    json!({
+                        "service": span.process.service,
+                        "attributes": attributes_json(&span.process.attributes),
+                    }),
+                );
+                process_ids.len() - 1
+            }
+        };
+        let mut value = span_json(span, trace, store);
+        if let Value::Object(fields) = &mut value {
+            fields.insert("process_id".into(), Value::from(format!("p{}", pid + 1)));
+            if let Some(shift) = shifts.get(&i) {
+                fields.insert("skew_us".into(), Value::from(*shift));
+            }
+            if let Some(from) = linked_from.remove(&span.span_id) {
+                fields.insert("linked_from".into(), Value::Array(from));
+            }
+        }
+        out.push(value);
+    }
+    // Links to spans of this trace that are not stored: shown on the trace, not lost.
+    let orphans: Vec<Value> = linked_from.into_values().flatten().collect();
+    json!({
+        "trace_id": trace.id_hex(),
+        "pinned": trace.pinned,
+        "skewed_spans": shifts.len(),
+        "processes": processes,
+        "spans": out,
+        "linked_from_elsewhere": orphans,
+    })
+}
+
+/// One span: its ids, names, times, tags, logs and links.
+fn span_json(span: &StoredSpan, trace: &Trace, store: &Store) -> Value {
+    let decoded = span.decode(&trace.id);
+    let logs: Vec<Value> = decoded
+        .events
+        .iter()
+        .map(|event| {
+            let mut fields = Map::new();
+            fields.insert("event".to_owned(), Value::from(event.name.as_str()));
+            fields.extend(attributes_json(&event.attributes));
+            json!({ "time_us": event.time_unix_nano / 1000, "fields": fields })
+        })
+        .collect();
+    let links: Vec<Value> = decoded
+        .links
+        .iter()
+        .map(|link| {
+            let target = trace_id_of(&link.trace_id);
+            let stored = target
+                .and_then(|id| store.trace(&id))
+                .zip(span_id_of(&link.span_id))
+                .is_some_and(|(t, sid)| t.span(sid).is_some());
+            json!({
+                "trace_id": target.map_or_else(|| hex(&link.trace_id), |id| hex(&id)),
+                "span_id": hex(&link.span_id),
+                "attributes": attributes_json(&link.attributes),
+                "stored": stored,
+            })
+        })
+        .collect();
+    json!({
+        "span_id": span.span_id_hex(),
+        "parent_span_id": span.parent_hex(),
+        "service": &*span.service,
+        "operation": &*span.operation,
+        "start_us": span.start_us,
+        "duration_us": span.duration_us,
+        "kind": kind_name(span.kind),
+        "error": span.error,
+        "status_message": decoded.status.as_ref().map_or("", |s| s.message.as_str()),
+        "tags": attributes_json(&decoded.attributes),
+        "logs": logs,
+        "links": links,
+    })
+}
+
+#[cfg(test)]
+mod tests;
