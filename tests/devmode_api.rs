@@ -400,7 +400,17 @@ async fn latency_distribution_of_matching_spans() {
     assert_eq!(buckets[0]["lo_us"], 800);
     assert_eq!(buckets[19]["hi_us"], 5300);
 
-    let ratings = ok(&cubesat, "/api/latency?service=ratings&buckets=4").await;
+    assert_eq!(all["scale"], "log");
+    // Log scale: each bucket wider than the one before.
+    let width = |b: &Value| b["hi_us"].as_u64().unwrap() - b["lo_us"].as_u64().unwrap();
+    assert!(width(&buckets[19]) > 3 * width(&buckets[0]), "{all}");
+
+    let ratings = ok(
+        &cubesat,
+        "/api/latency?service=ratings&buckets=4&scale=linear",
+    )
+    .await;
+    assert_eq!(ratings["scale"], "linear");
     assert_eq!(ratings["spans"], 4);
     assert_eq!(ratings["p50_us"], 1100);
     let buckets = ratings["buckets"].as_array().unwrap();
@@ -454,7 +464,7 @@ async fn latency_distribution_of_matching_spans() {
     let none = ok(&cubesat, "/api/latency?service=nobody").await;
     assert_eq!(
         none,
-        json!({"spans": 0, "buckets": [], "p50_us": null, "p95_us": null, "p99_us": null})
+        json!({"spans": 0, "scale": "log", "buckets": [], "p50_us": null, "p95_us": null, "p99_us": null})
     );
 }
 
@@ -522,7 +532,7 @@ async fn bad_parameters_get_400_naming_them() {
          &errors=true&start_us=0&end_us=99&limit=1000",
     )
     .await;
-    assert_eq!(empty, json!({"traces": []}));
+    assert_eq!(empty["traces"], json!([]));
     assert_eq!(ok(&cubesat, "/api/services").await, json!({"services": []}));
     assert_eq!(
         ok(&cubesat, "/api/dependencies").await,
@@ -708,10 +718,27 @@ async fn status_reports_listeners_counts_and_the_store() {
         json!(format!("http://{}/", cubesat.admin))
     );
     assert_eq!(
-        status["spans"],
-        json!({"received": 28, "stored": 28, "dropped": 0, "evicted": 0})
+        (
+            &status["spans"]["received"],
+            &status["spans"]["stored"],
+            &status["spans"]["dropped"],
+            &status["spans"]["evicted"]
+        ),
+        (&json!(28), &json!(28), &json!(0), &json!(0))
     );
-    assert_eq!(status["traces"], json!({"stored": 4, "evicted": 0}));
+    let services = ok(&cubesat, "/api/services").await;
+    let errors: u64 = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["errors"].as_u64().unwrap())
+        .sum();
+    assert_eq!(status["spans"]["errors"], errors);
+    assert_eq!(status["services"], 4);
+    assert_eq!(
+        status["traces"],
+        json!({"stored": 4, "evicted": 0, "pinned": 0})
+    );
     assert_eq!(status["store"]["limit_bytes"], 32 << 20);
     let used = status["store"]["used_bytes"].as_u64().unwrap();
     assert!(used > 0 && used < 32 << 20, "{status}");
@@ -854,10 +881,16 @@ fn otlp_body(
         }),
         ..Default::default()
     };
+    // A 64-bit id travels in OTLP as 16 bytes, zeros on the left.
+    let pad = |id: &[u8]| {
+        let mut full = vec![0u8; 16 - id.len()];
+        full.extend_from_slice(id);
+        full
+    };
     let start = 1_700_000_000_000_000_000u64;
     let spans = (0..n)
         .map(|i| Span {
-            trace_id: trace.to_vec(),
+            trace_id: pad(trace),
             span_id: (first_span + i).to_be_bytes().to_vec(),
             parent_span_id: if i == 0 {
                 Vec::new()
@@ -871,7 +904,7 @@ fn otlp_body(
             attributes: vec![kv("http.method", "GET")],
             links: match link {
                 Some((t, s)) if i == n - 1 => vec![Link {
-                    trace_id: t.to_vec(),
+                    trace_id: pad(t),
                     span_id: s.to_be_bytes().to_vec(),
                     ..Default::default()
                 }],

@@ -221,9 +221,9 @@ struct Dataset {
 }
 
 fn trace_id(rng: &mut Rng, n: u64) -> Vec<u8> {
-    // Every other trace has a 64-bit id, sent as 8 bytes.
+    // Every other trace has a 64-bit id: in OTLP, 16 bytes with zeros on the left.
     if n.is_multiple_of(2) {
-        rng.next().to_be_bytes().to_vec()
+        [[0; 8], rng.next().to_be_bytes()].concat()
     } else {
         [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat()
     }
@@ -399,7 +399,7 @@ fn dataset(regular: u64, seed: u64, with_big: bool, now_ns: u64) -> Dataset {
     );
 
     // Linked traces: a consumer span links to the producer span of another trace.
-    let producer = [0x11u8; 8].to_vec();
+    let producer = [[0u8; 8], [0x11u8; 8]].concat();
     let consumer = [0x22u8; 16].to_vec();
     let (p, c) = (id(), id());
     out.add(
@@ -431,7 +431,7 @@ fn dataset(regular: u64, seed: u64, with_big: bool, now_ns: u64) -> Dataset {
         big_errors,
         skewed: hex(&skewed),
         skewed_root_us: 200_000,
-        producer: (format!("{:0>32}", hex(&producer)), format!("{p:016x}")),
+        producer: (hex(&producer), format!("{p:016x}")),
         consumer: (hex(&consumer), format!("{c:016x}")),
     }
 }
@@ -597,7 +597,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
             }
             "LIVE_READY" => {
                 // A trace with a 64-bit id while the live tail is open.
-                let live_id = [0, 0, 0, 0, 0x64, 0xb1, 0x7e, 0x57];
+                let live_id = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64, 0xb1, 0x7e, 0x57];
                 let spans = (1..=3u64)
                     .map(|i| {
                         span(

@@ -311,13 +311,26 @@ async fn trace(
     Path(trace_id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    params(raw, &[])?;
+    let pairs = params(raw, &["fields"])?;
+    let timeline = match pairs.first().map(|(_, v)| v.as_str()) {
+        None | Some("all") => false,
+        Some("timeline") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "invalid `fields` {other:?}: expected all or timeline"
+            )));
+        }
+    };
     let id = self::trace_id(&trace_id)?;
     let store = read(&state.dev);
     let trace = store.trace(&id).ok_or_else(|| not_stored(&trace_id))?;
-    let body = super::view::trace_json(&store, trace);
+    let response = if timeline {
+        Json(super::view::timeline(trace)).into_response()
+    } else {
+        Json(super::view::trace_json(&store, trace)).into_response()
+    };
     drop(store);
-    Ok(Json(body).into_response())
+    Ok(response)
 }
 
 async fn pin(
@@ -457,7 +470,9 @@ async fn status(
             "stored": stats.spans,
             "dropped": dev.dropped(),
             "evicted": stats.evicted_spans,
+            "errors": stats.error_spans,
         },
+        "services": stats.services,
         "traces": {
             "stored": stats.traces,
             "evicted": stats.evicted_traces,

@@ -207,6 +207,10 @@ pub struct StoreStats {
     /// How far back the store reaches: the start of the oldest trace that eviction would take
     /// next (pinned traces aside), µs since the epoch.
     pub oldest_start_us: Option<u64>,
+    /// Services with stored spans.
+    pub services: u64,
+    /// Error spans stored now.
+    pub error_spans: u64,
 }
 
 /// The store. See the module documentation.
@@ -257,6 +261,8 @@ impl Store {
             evicted_spans: self.evicted.spans,
             evicted_traces: self.evicted.traces,
             oldest_start_us: self.traces.values().find(|t| !t.pinned).map(|t| t.start_us),
+            services: self.services.len() as u64,
+            error_spans: self.services.values().map(|s| s.errors).sum(),
         }
     }
 

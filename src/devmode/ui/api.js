@@ -46,7 +46,7 @@ export function toQuery(params) {
 export const services = () => get("/api/services");
 export const operations = (service) => get(`/api/services/${encodeURIComponent(service)}/operations`);
 export const traces = (filters) => get("/api/traces", filters);
-export const trace = (id) => get(`/api/traces/${encodeURIComponent(id)}`);
+export const trace = (id, fields) => get(`/api/traces/${encodeURIComponent(id)}`, fields ? { fields } : null);
 export const pin = (id) => get(`/api/traces/${encodeURIComponent(id)}/pin`, null, "PUT");
 export const unpin = (id) => get(`/api/traces/${encodeURIComponent(id)}/pin`, null, "DELETE");
 export const latency = (filters, buckets) => get("/api/latency", { ...filters, buckets, scale: "log" });

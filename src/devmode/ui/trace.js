@@ -16,6 +16,9 @@ import { h, replace, fmtCount, fmtDuration, fmtTime, serviceColor, announce, cop
 const KINDS = ["unspecified", "internal", "server", "client", "producer", "consumer"];
 const ROW = 30; // px per waterfall row (the CSS matches)
 const OVERSCAN = 12;
+// Above this many spans the waterfall is drawn from the timeline alone, and tags, logs and
+// links are filled in when the whole trace has arrived.
+const BIG = 2000;
 
 /** "SPAN_KIND_SERVER", "server" or 2 -> "server". */
 export function kindName(kind) {
@@ -114,8 +117,12 @@ export function searchText(s) {
 export async function render(main, { arg, params, signal }) {
   const id = arg.trim().toLowerCase();
   let trace;
+  let full = null;
   try {
-    trace = await api.trace(id);
+    trace = await api.trace(id, "timeline");
+    if ((trace.spans || []).length <= BIG) trace = await api.trace(id);
+    // The whole trace is asked for once the waterfall is drawn, not while it is being drawn.
+    else full = new Promise((r) => setTimeout(r, 250)).then(() => api.trace(id));
   } catch (e) {
     if (signal.aborted) return undefined;
     replace(main, h("h1", {}, "Trace ", h("span", { class: "mono" }, id)),
@@ -131,7 +138,12 @@ export async function render(main, { arg, params, signal }) {
     replace(main, h("h1", {}, "Trace ", h("span", { class: "mono" }, id)), h("p", {}, "This trace has no spans."));
     return undefined;
   }
-  return new TraceView(main, trace, id, params).cleanup;
+  const view = new TraceView(main, trace, id, params);
+  view.enriched = !full;
+  view.full = full ? full.then((whole) => {
+    if (!signal.aborted) view.enrich(whole);
+  }, () => {}) : Promise.resolve();
+  return view.cleanup;
 }
 
 class TraceView {
@@ -509,7 +521,33 @@ class TraceView {
     announce(`Error span ${this.errors.indexOf(next) + 1} of ${this.errors.length}: ${next.span.service} ${next.span.operation}`);
   }
 
+  /** Fills in tags, logs and links from the whole trace (after a timeline-first draw). */
+  enrich(whole) {
+    this.enriched = true;
+    const bySpan = new Map((whole.spans || []).map((s) => [s.span_id, s]));
+    for (const node of this.order) {
+      const s = bySpan.get(node.span.span_id);
+      if (s) Object.assign(node.span, s);
+    }
+    this.trace.linked_from_elsewhere = whole.linked_from_elsewhere;
+    this.haystack = null;
+    if (this.findInput.value.trim()) this.find(this.findInput.value);
+    else this.draw();
+    if (this.selected) this.showDetail(this.selected);
+  }
+
   find(text) {
+    if (this.full && !this.enriched) {
+      // Search the whole trace: wait for its tags, logs and messages.
+      this.full.then(() => {
+        this.enriched = true;
+        if (this.findInput.value === text) this.find(text);
+      });
+      if (this.trace.spans.length > BIG && !this.order[0].span.tags) {
+        this.findCount.textContent = "searching…";
+        return;
+      }
+    }
     const q = text.trim().toLowerCase();
     if (!this.haystack && q) this.haystack = new Map(this.order.map((n) => [n, searchText(n.span)]));
     this.matches = q ? this.order.filter((n) => this.haystack.get(n).includes(q)) : [];
