@@ -212,7 +212,7 @@ pub mod lightstep {
     use crate::ingest::auth;
     use crate::ingest::grpc::report_response;
     use crate::ingest::intake::Intake;
-    use crate::ingest::stream::{self, StreamError};
+    use crate::ingest::lightstep::stream::{self, StreamError};
 
     const PROTOBUF: &str = "application/octet-stream";
     const JSON: &str = "application/json";

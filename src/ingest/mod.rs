@@ -9,9 +9,8 @@ pub mod conn;
 pub mod grpc;
 pub mod http;
 pub mod intake;
+pub mod lightstep;
 pub mod otlp;
-pub mod stream;
-pub mod thrift;
 
 use std::sync::Arc;
 
@@ -72,7 +71,7 @@ pub async fn router(
         .merge(
             axum::Router::new()
                 .merge(otlp::http::routes(intake.clone(), max_message_bytes))
-                .merge(thrift::routes(intake.clone(), max_message_bytes))
+                .merge(lightstep::thrift::routes(intake.clone(), max_message_bytes))
                 .merge(http::lightstep::routes(intake, max_message_bytes))
                 // Browser tracers post cross-origin; gRPC routes need no CORS.
                 .layer(http::cors()),

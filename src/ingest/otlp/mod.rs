@@ -9,9 +9,9 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::metadata::MetadataMap;
 
-use super::auth;
-use super::grpc::IngestMethod;
-use super::intake::{IngestError, Intake};
+use crate::ingest::auth;
+use crate::ingest::grpc::IngestMethod;
+use crate::ingest::intake::{IngestError, Intake};
 
 /// `TraceService/Export`.
 pub struct Export;

@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use super::intake::{IngestError, Intake};
+use crate::ingest::intake::{IngestError, Intake};
 use crate::wire::WireError;
 use crate::wire::report::{ReportScan, SpanRuns, check_span_field, scan_report};
 

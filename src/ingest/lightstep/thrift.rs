@@ -21,11 +21,11 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use super::auth;
-use super::http::{
+use crate::ingest::auth;
+use crate::ingest::http::{
     BodyError, Route, body_status, collect_limited, decoded_body, status_of, text_error,
 };
-use super::intake::{IngestError, Intake};
+use crate::ingest::intake::{IngestError, Intake};
 use crate::pipeline::Protocol;
 use crate::proto::collector as pb;
 use crate::telemetry;
