@@ -27,6 +27,7 @@
 //! | [`devmode`] | developer mode: the trace store fed by a tee after the intake, JSON API, web UI |
 
 pub mod admin;
+pub mod codec;
 pub mod config;
 pub mod devmode;
 pub mod forward;

@@ -11,14 +11,17 @@ pub mod http;
 pub mod intake;
 pub mod lightstep;
 pub mod otlp;
+pub mod refused;
 
 use std::sync::Arc;
 
-use grpc::{GrpcIngest, IngestMethod};
-pub use intake::{Accepted, IngestError, Intake};
+use grpc::GrpcIngest;
+pub use intake::{Accepted, IngestError, Intake, Tee};
+pub use refused::Refused;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::pipeline::Protocol;
 use crate::proto::COLLECTOR_DESCRIPTOR_SET;
 
 /// Why the ingest routes could not be built.
@@ -44,22 +47,26 @@ pub async fn router(
     max_message_bytes: usize,
 ) -> Result<IngestRoutes, RouterError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+    for service in Protocol::ALL.map(Protocol::service) {
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
     // Advertise only what is served: the OTLP descriptors also hold logs and metrics services.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(COLLECTOR_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(grpc::Report::SERVICE)
-            .with_service_name(otlp::Export::SERVICE)
-            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.health.v1.Health");
+        Protocol::ALL
+            .map(Protocol::service)
+            .into_iter()
+            .fold(builder, |builder, service| {
+                builder.with_service_name(service)
+            })
     };
-    let report = GrpcIngest::<grpc::Report>::new(intake.clone(), max_message_bytes);
+    let report = GrpcIngest::<lightstep::Report>::new(intake.clone(), max_message_bytes);
     let export = GrpcIngest::<otlp::Export>::new(intake.clone(), max_message_bytes);
     let router = tonic::service::Routes::new(report)
         .add_service(export)
@@ -72,7 +79,7 @@ pub async fn router(
             axum::Router::new()
                 .merge(otlp::http::routes(intake.clone(), max_message_bytes))
                 .merge(lightstep::thrift::routes(intake.clone(), max_message_bytes))
-                .merge(http::lightstep::routes(intake, max_message_bytes))
+                .merge(lightstep::http::routes(intake, max_message_bytes))
                 // Browser tracers post cross-origin; gRPC routes need no CORS.
                 .layer(http::cors()),
         )
@@ -84,7 +91,7 @@ pub async fn router(
 
 /// Marks every ingest service NOT_SERVING (shutdown has begun).
 pub async fn stop_serving(health: &HealthReporter) {
-    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+    for service in Protocol::ALL.map(Protocol::service) {
         health
             .set_service_status(service, ServingStatus::NotServing)
             .await;

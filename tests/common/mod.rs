@@ -13,22 +13,21 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+use cubesat::codec::RawCodec;
+use cubesat::pipeline::{Protocol, TOKEN_HEADER};
 use cubesat::proto::collector as pb;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const REPORT_PATH: &str = Protocol::Lightstep.grpc_path();
+pub const EXPORT_PATH: &str = Protocol::Otlp.grpc_path();
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 
@@ -380,7 +379,7 @@ impl Capture {
 struct CaptureService(Capture);
 
 impl NamedService for CaptureService {
-    const NAME: &'static str = "lightstep.collector.CollectorService";
+    const NAME: &'static str = Protocol::Lightstep.service();
 }
 
 /// The same capture, mounted under OTLP's service name.
@@ -388,7 +387,7 @@ impl NamedService for CaptureService {
 struct CaptureOtlp(CaptureService);
 
 impl NamedService for CaptureOtlp {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const NAME: &'static str = Protocol::Otlp.service();
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for CaptureOtlp {
@@ -425,36 +424,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for CaptureService {
             .unwrap_or_default();
         let path = req.uri().path().to_owned();
         Box::pin(async move {
-            if path == EXPORT_PATH {
-                let method = CaptureReport::<ExportTraceServiceResponse>(
-                    capture,
-                    authority,
-                    path,
-                    std::marker::PhantomData,
-                );
-                let mut grpc = Grpc::new(RawCodec::<ExportTraceServiceResponse>::default())
-                    .max_decoding_message_size(64 << 20);
-                Ok(grpc.unary(method, req).await)
-            } else {
-                let method = CaptureReport::<pb::ReportResponse>(
-                    capture,
-                    authority,
-                    path,
-                    std::marker::PhantomData,
-                );
-                let mut grpc = Grpc::new(RawCodec::<pb::ReportResponse>::default())
-                    .max_decoding_message_size(64 << 20);
-                Ok(grpc.unary(method, req).await)
-            }
+            // Both success replies are empty messages: the empty message, encoded.
+            let method = CaptureReport(capture, authority, path);
+            let mut grpc =
+                Grpc::new(RawCodec::<Bytes>::default()).max_decoding_message_size(64 << 20);
+            Ok(grpc.unary(method, req).await)
         })
     }
 }
 
-struct CaptureReport<R>(Capture, String, String, std::marker::PhantomData<fn() -> R>);
+struct CaptureReport(Capture, String, String);
 
-impl<R: Message + Default + Send + 'static> UnaryService<Bytes> for CaptureReport<R> {
-    type Response = R;
-    type Future = BoxFuture<Result<Response<R>, Status>>;
+impl UnaryService<Bytes> for CaptureReport {
+    type Response = Bytes;
+    type Future = BoxFuture<Result<Response<Bytes>, Status>>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         let answer = *self.0.answer.lock().unwrap();
@@ -463,7 +446,7 @@ impl<R: Message + Default + Send + 'static> UnaryService<Bytes> for CaptureRepor
         }
         let token_header = req
             .metadata()
-            .get("lightstep-access-token")
+            .get(TOKEN_HEADER)
             .map(|v| v.to_str().unwrap().to_owned());
         self.0.received.lock().unwrap().push(Captured {
             path: self.2.clone(),
@@ -471,83 +454,7 @@ impl<R: Message + Default + Send + 'static> UnaryService<Bytes> for CaptureRepor
             authority: self.1.clone(),
             raw: req.into_inner(),
         });
-        Box::pin(async { Ok(Response::new(R::default())) })
-    }
-}
-
-/// Raw bytes in (`Bytes`), a prost message out; used by the capture server and raw clients.
-pub struct RawCodec<T>(std::marker::PhantomData<fn(T)>);
-
-impl<T> Default for RawCodec<T> {
-    fn default() -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-impl<T: Message + Default + Send + 'static> Codec for RawCodec<T> {
-    type Encode = T;
-    type Decode = Bytes;
-    type Encoder = Self;
-    type Decoder = Self;
-    fn encoder(&mut self) -> Self {
-        Self::default()
-    }
-    fn decoder(&mut self) -> Self {
-        Self::default()
-    }
-}
-
-impl<T: Message> Encoder for RawCodec<T> {
-    type Item = T;
-    type Error = Status;
-    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl<T> Decoder for RawCodec<T> {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n)))
-    }
-}
-
-/// Sends raw bytes as the request message; decodes the reply as a `ReportResponse`.
-#[derive(Default, Clone, Copy)]
-pub struct SendRaw;
-
-impl Codec for SendRaw {
-    type Encode = Bytes;
-    type Decode = pb::ReportResponse;
-    type Encoder = Self;
-    type Decoder = Self;
-    fn encoder(&mut self) -> Self {
-        SendRaw
-    }
-    fn decoder(&mut self) -> Self {
-        SendRaw
-    }
-}
-
-impl Encoder for SendRaw {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for SendRaw {
-    type Item = pb::ReportResponse;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::ReportResponse>, Status> {
-        pb::ReportResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        Box::pin(async { Ok(Response::new(Bytes::new())) })
     }
 }
 
@@ -596,13 +503,15 @@ pub async fn send_raw(
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let mut req = Request::new(body);
     req.set_timeout(Duration::from_secs(5));
-    grpc.unary(
-        req,
-        http::uri::PathAndQuery::from_static(REPORT_PATH),
-        SendRaw,
-    )
-    .await
-    .map(Response::into_inner)
+    let reply = grpc
+        .unary(
+            req,
+            http::uri::PathAndQuery::from_static(REPORT_PATH),
+            RawCodec::<Bytes>::default(),
+        )
+        .await?
+        .into_inner();
+    pb::ReportResponse::decode(reply).map_err(|e| Status::internal(e.to_string()))
 }
 
 /// An Envoy-like reporter for `cluster` (node.cluster becomes the component name).
