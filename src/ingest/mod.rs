@@ -1,17 +1,21 @@
 //! Ingest: every way a tracer can hand spans to cubesat, on one port per listener.
 //!
-//! Each protocol handler parses its envelope, hands the body to the shared [`Intake`] (which
-//! scans it into a `Report` for the pipeline) and answers the client. No forwarding logic lives
-//! here. [`conn`] picks HTTP/1.1 or HTTP/2 per connection; [`router`] puts every service on it.
+//! One folder per protocol family, `lightstep/` and `otlp/`, one file per transport. Each
+//! handler parses its envelope, hands the body to the shared [`Intake`] (which scans it into a
+//! `Report` for the pipeline) and answers the client, or returns a [`Refused`]. Shared
+//! plumbing stays here: [`conn`] picks HTTP/1.1 or HTTP/2 per connection, `http` reads
+//! bodies, `grpc` serves unary raw-bytes methods, [`auth`] resolves tokens, and [`router`]
+//! puts every service on one port. No forwarding logic lives here, and nothing here names
+//! developer mode: it receives accepted requests through the [`Tee`] trait.
 
 pub mod auth;
-pub mod conn;
-pub mod grpc;
-pub mod http;
-pub mod intake;
-pub mod lightstep;
-pub mod otlp;
-pub mod refused;
+pub(crate) mod conn;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod intake;
+pub(crate) mod lightstep;
+pub(crate) mod otlp;
+pub(crate) mod refused;
 
 use std::sync::Arc;
 
