@@ -71,6 +71,28 @@ pub fn skew(spans: &[&StoredSpan]) -> HashMap<usize, i64> {
     shifts
 }
 
+/// The number n of `span`'s process (`p<n>`, from 1, in order of first appearance), adding the
+/// process to `processes` on first sight.
+fn process_number(
+    span: &StoredSpan,
+    seen: &mut Vec<*const super::store::Process>,
+    processes: &mut Map<String, Value>,
+) -> usize {
+    let ptr = std::sync::Arc::as_ptr(&span.process);
+    if let Some(n) = seen.iter().position(|p| *p == ptr) {
+        return n + 1;
+    }
+    seen.push(ptr);
+    processes.insert(
+        format!("p{}", seen.len()),
+        json!({
+            "service": span.process.service,
+            "attributes": attributes_json(&span.process.attributes),
+        }),
+    );
+    seen.len()
+}
+
 /// The JSON of trace `trace` as `/api/traces/{id}` answers it.
 pub fn trace_json(store: &Store, trace: &Trace) -> Value {
     let mut spans: Vec<&StoredSpan> = trace.spans.iter().collect();
@@ -90,21 +112,7 @@ pub fn trace_json(store: &Store, trace: &Trace) -> Value {
     }
     let mut out = Vec::with_capacity(spans.len());
     for (i, span) in spans.iter().enumerate() {
-        let ptr = std::sync::Arc::as_ptr(&span.process);
-        let pid = match process_ids.iter().position(|p| *p == ptr) {
-            Some(n) => n,
-            None => {
-                process_ids.push(ptr);
-                processes.insert(
-                    format!("p{}", process_ids.len()),
-                    json!({
-                        "service": span.process.service,
-                        "attributes": attributes_json(&span.process.attributes),
-                    }),
-                );
-                process_ids.len() - 1
-            }
-        };
+        let pid = process_number(span, &mut process_ids, &mut processes) - 1;
         let mut value = span_json(span, trace, store);
         if let Value::Object(fields) = &mut value {
             fields.insert("process_id".into(), Value::from(format!("p{}", pid + 1)));
@@ -129,7 +137,8 @@ pub fn trace_json(store: &Store, trace: &Trace) -> Value {
     })
 }
 
-/// A trace's timeline: see the module documentation.
+/// A trace's timeline, column by column (one array per field, names as indexes into
+/// `strings`): about 80 bytes a span, quick to write and to read. See the module documentation.
 #[derive(Debug, Serialize)]
 pub struct Timeline<'a> {
     /// 32 hex digits.
@@ -138,26 +147,48 @@ pub struct Timeline<'a> {
     pinned: bool,
     /// Spans shifted for clock skew.
     skewed_spans: usize,
-    /// Processes by id.
+    /// Processes by id (`p1`, `p2`...).
     processes: Map<String, Value>,
+    /// Service and operation names, each once.
+    strings: Vec<&'a str>,
     /// The spans, in start order.
-    spans: Vec<TimelineSpan<'a>>,
+    columns: Columns,
 }
 
-/// One span of a [`Timeline`].
-#[derive(Debug, Serialize)]
-struct TimelineSpan<'a> {
-    span_id: String,
-    parent_span_id: Option<String>,
-    service: &'a str,
-    operation: &'a str,
-    start_us: u64,
-    duration_us: u64,
-    kind: &'static str,
-    error: bool,
-    process_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skew_us: Option<i64>,
+/// The spans of a [`Timeline`], one array per field.
+#[derive(Debug, Default, Serialize)]
+struct Columns {
+    span_id: Vec<String>,
+    /// `""` for a root.
+    parent_span_id: Vec<String>,
+    /// Index into `strings`.
+    service: Vec<u32>,
+    /// Index into `strings`.
+    operation: Vec<u32>,
+    start_us: Vec<u64>,
+    duration_us: Vec<u64>,
+    /// The OTLP span kind number.
+    kind: Vec<i32>,
+    /// 1 for an error span.
+    error: Vec<u8>,
+    /// `p<n>` is the process.
+    process: Vec<u32>,
+    /// The clock-skew shift, 0 when none.
+    skew_us: Vec<i64>,
+}
+
+/// The index of interned name `s` in `strings`, added on first sight.
+fn intern<'a>(
+    s: &'a std::sync::Arc<str>,
+    strings: &mut Vec<&'a str>,
+    index: &mut HashMap<*const u8, u32>,
+) -> u32 {
+    *index
+        .entry(std::sync::Arc::as_ptr(s).cast())
+        .or_insert_with(|| {
+            strings.push(s);
+            strings.len() as u32 - 1
+        })
 }
 
 /// The timeline of `trace` (`/api/traces/{id}?fields=timeline`).
@@ -167,45 +198,31 @@ pub fn timeline(trace: &Trace) -> Timeline<'_> {
     let shifts = skew(&spans);
     let mut process_ids: Vec<*const super::store::Process> = Vec::new();
     let mut processes = Map::new();
-    let out = spans
-        .iter()
-        .enumerate()
-        .map(|(i, span)| {
-            let ptr = std::sync::Arc::as_ptr(&span.process);
-            let pid = match process_ids.iter().position(|p| *p == ptr) {
-                Some(n) => n + 1,
-                None => {
-                    process_ids.push(ptr);
-                    processes.insert(
-                        format!("p{}", process_ids.len()),
-                        json!({
-                            "service": span.process.service,
-                            "attributes": attributes_json(&span.process.attributes),
-                        }),
-                    );
-                    process_ids.len()
-                }
-            };
-            TimelineSpan {
-                span_id: span.span_id_hex(),
-                parent_span_id: span.parent_hex(),
-                service: &span.service,
-                operation: &span.operation,
-                start_us: span.start_us,
-                duration_us: span.duration_us,
-                kind: kind_name(span.kind),
-                error: span.error,
-                process_id: format!("p{pid}"),
-                skew_us: shifts.get(&i).copied(),
-            }
-        })
-        .collect();
+    let mut strings: Vec<&str> = Vec::new();
+    let mut index: HashMap<*const u8, u32> = HashMap::new();
+    let mut c = Columns::default();
+    for (i, span) in spans.iter().enumerate() {
+        let pid = process_number(span, &mut process_ids, &mut processes);
+        c.span_id.push(span.span_id_hex());
+        c.parent_span_id.push(span.parent_hex().unwrap_or_default());
+        c.service
+            .push(intern(&span.service, &mut strings, &mut index));
+        c.operation
+            .push(intern(&span.operation, &mut strings, &mut index));
+        c.start_us.push(span.start_us);
+        c.duration_us.push(span.duration_us);
+        c.kind.push(span.kind);
+        c.error.push(u8::from(span.error));
+        c.process.push(pid as u32);
+        c.skew_us.push(shifts.get(&i).copied().unwrap_or(0));
+    }
     Timeline {
         trace_id: trace.id_hex(),
         pinned: trace.pinned,
         skewed_spans: shifts.len(),
         processes,
-        spans: out,
+        strings,
+        columns: c,
     }
 }
 

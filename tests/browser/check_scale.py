@@ -78,7 +78,14 @@ def main() -> int:
         big = config["big"]
         page.goto(f"{base}/#/services")
         page.wait_for_selector("#service-directory tbody tr")
-        timing = page.evaluate(INTERACTIVE, f"#/trace/{big}")
+        # Best of three navigations: the machine running the test is shared.
+        runs = []
+        for _ in range(3):
+            runs.append(page.evaluate(INTERACTIVE, f"#/trace/{big}"))
+            page.goto(f"{base}/#/services")
+            page.wait_for_selector("#service-directory tbody tr")
+        timing = min(runs, key=lambda r: r["interactive_ms"])
+        timing["all_interactive_ms"] = [r["interactive_ms"] for r in runs]
         page.goto(f"{base}/#/explore")
         page.goto(f"{base}/#/trace/{big}")
         loaded = page.evaluate(LOADED)
@@ -141,6 +148,13 @@ def main() -> int:
         page.goto(f"{base}/#/diagram")
         page.wait_for_selector("svg.diagram .node")
         out["diagram"] = {"nodes": page.eval_on_selector_all("svg.diagram .node", "ns => ns.length")}
+        # The main calls only (the minimum-calls filter), fitted to the frame.
+        page.fill("#min-calls", "900")
+        page.click(".diagram-tools button[type=submit]")
+        page.wait_for_url(lambda url: "min_calls=900" in url)
+        page.wait_for_selector("svg.diagram .node")
+        page.click("#diagram-fit")
+        out["diagram"]["edges_shown"] = page.eval_on_selector_all("svg.diagram .edge", "es => es.length")
         page.screenshot(path=f"{shots}/devmode-diagram-15.png")
 
         # A pinned trace survives eviction (the small store).

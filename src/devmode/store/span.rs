@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 
-use crate::wire::{self, Fields};
+use crate::wire::Fields;
 
 /// A 128-bit trace id (64-bit ids are padded with zeros on the left, the W3C rule).
 pub type TraceId = [u8; 16];
@@ -192,12 +192,13 @@ fn attributes(span: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         .map_while(Result::ok)
         .filter(|f| f.number == SPAN_ATTRIBUTES)
         .filter_map(move |f| {
-            let kv = wire::range(span, f.len_range().ok()?);
+            let (start, end) = f.len_range().ok()?;
+            let kv = span.get(start..end)?;
             let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
             for field in Fields::new(kv).map_while(Result::ok) {
                 match (field.number, field.len_range()) {
-                    (KEY, Ok(r)) => key = wire::range(kv, r),
-                    (VALUE, Ok(r)) => value = wire::range(kv, r),
+                    (KEY, Ok((a, b))) => key = kv.get(a..b).unwrap_or_default(),
+                    (VALUE, Ok((a, b))) => value = kv.get(a..b).unwrap_or_default(),
                     _ => {}
                 }
             }

@@ -161,10 +161,12 @@ export async function render(main, { params, signal }) {
         d += ` C${mx},${p.y} ${mx},${q.y} ${q.node ? q.x0 - 6 : q.x0},${q.y}`;
         if (!q.node) d += ` L${q.x1},${q.y}`;
       }
-      const p = points[0];
-      const q = points[1];
+      // The label in the middle gap of the route, so the labels of one caller's edges spread.
+      const k = Math.floor((points.length - 1) / 2);
+      const p = points[k];
+      const q = points[k + 1];
       lx = (p.x1 + q.x0) / 2;
-      ly = (p.y + q.y) / 2 - 6;
+      ly = (p.y + q.y) / 2 - 4;
     } else {
       // A call back to an earlier column (a cycle): arc under the nodes.
       const x1 = a.x + NODE_W / 2;

@@ -113,13 +113,32 @@ export function searchText(s) {
   return parts.join("\n").toLowerCase();
 }
 
+/** Spans as objects from the column-wise timeline answer (`?fields=timeline`). */
+export function fromColumns(timeline) {
+  const c = timeline.columns || {};
+  const str = timeline.strings || [];
+  const spans = (c.span_id || []).map((id, i) => ({
+    span_id: id,
+    parent_span_id: c.parent_span_id[i] || null,
+    service: str[c.service[i]],
+    operation: str[c.operation[i]],
+    start_us: c.start_us[i],
+    duration_us: c.duration_us[i],
+    kind: c.kind[i],
+    error: !!c.error[i],
+    process_id: `p${c.process[i]}`,
+    skew_us: c.skew_us[i] || undefined,
+  }));
+  return { ...timeline, spans, columns: undefined, strings: undefined };
+}
+
 /** Renders trace `arg` into `main`; `?span=<id>` selects a span. */
 export async function render(main, { arg, params, signal }) {
   const id = arg.trim().toLowerCase();
   let trace;
   let full = null;
   try {
-    trace = await api.trace(id, "timeline");
+    trace = fromColumns(await api.trace(id, "timeline"));
     if ((trace.spans || []).length <= BIG) trace = await api.trace(id);
     // The whole trace is asked for once the waterfall is drawn, not while it is being drawn.
     else full = new Promise((r) => setTimeout(r, 250)).then(() => api.trace(id));
