@@ -219,7 +219,7 @@ async function queryBar(params, serviceNames, signal) {
   return form;
 }
 
-function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
+function renderHistogram(section, { spans, scale, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
   const heading = h("h2", { id: "hist-heading" }, "Latency of matching spans");
   const count = h("p", { class: "hist-count" },
     h("span", { id: "histogram-count", dataset: { spans: String(spans) } },
@@ -293,13 +293,7 @@ function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, pa
         lines)),
     h("div", { class: "x-axis", "aria-hidden": "true" },
       [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", {}, fmtDuration(labelAt(f))))),
-    h("p", { class: "hint" }, `Durations on a ${lat_scale(buckets)} axis. Click a bar to show only traces with a span in that latency range; Shift-click extends the range.`));
-}
-
-function lat_scale(buckets) {
-  if (buckets.length < 3) return "linear";
-  const w = (b) => b.hi_us - b.lo_us + 1;
-  return w(buckets[buckets.length - 2]) > 2 * w(buckets[0]) ? "log-scale" : "linear";
+    h("p", { class: "hint" }, `Durations on a ${scale === "log" ? "log-scale" : "linear"} axis. Click a bar to show only traces with a span in that latency range; Shift-click extends the range.`));
 }
 
 function renderReach(el, store) {
