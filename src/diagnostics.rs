@@ -1,5 +1,6 @@
 //! `/diagnostics`: what this satellite is doing, on one page an operator can open in a browser
-//! (HTML) or a script can read (JSON, with `Accept: application/json` or `?format=json`).
+//! (HTML, when `Accept` prefers `text/html`) or a script can read (JSON: anything else, such as
+//! `Accept: application/json` or curl's `*/*`; `?format=json|html` chooses explicitly).
 //!
 //! Listeners, readiness, the upstream (state, last error, trust anchors), the buffer (and the
 //! spool), spans received, forwarded and dropped by reason, build info, and the configuration
@@ -104,37 +105,37 @@ pub struct Format {
     format: Option<String>,
 }
 
-/// `GET /diagnostics`: JSON when asked for (`Accept: application/json`, `?format=json`),
-/// else the HTML page.
+/// `GET /diagnostics`: the HTML page for browsers (`Accept` names `text/html` before any
+/// JSON, or `?format=html`), else JSON (`Accept: application/json`, `curl`'s `*/*`, scripts).
 pub async fn handler(
     State(state): State<AdminState>,
     Query(format): Query<Format>,
     headers: HeaderMap,
 ) -> Response {
     let report = snapshot(&state);
-    let wants_json = match format.format.as_deref() {
-        Some(f) => f == "json",
+    let wants_html = match format.format.as_deref() {
+        Some(f) => f == "html",
         None => headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(prefers_json),
+            .is_some_and(prefers_html),
     };
-    if wants_json {
-        axum::Json(report).into_response()
-    } else {
+    if wants_html {
         Html(page(&report)).into_response()
+    } else {
+        axum::Json(report).into_response()
     }
 }
 
-/// True when an `Accept` header asks for JSON before HTML (a browser's asks for HTML first).
-fn prefers_json(accept: &str) -> bool {
+/// True when an `Accept` header asks for HTML before JSON (a browser's does).
+fn prefers_html(accept: &str) -> bool {
     let rank = |media: &str| {
         accept
             .split(',')
             .position(|part| part.trim().starts_with(media))
     };
-    match (rank("application/json"), rank("text/html")) {
-        (Some(json), Some(html)) => json < html,
+    match (rank("text/html"), rank("application/json")) {
+        (Some(html), Some(json)) => html < json,
         (Some(_), None) => true,
         _ => false,
     }
@@ -339,11 +340,12 @@ mod tests {
 
     #[test]
     fn browsers_get_html_scripts_get_json() {
-        assert!(!prefers_json(
+        assert!(prefers_html(
             "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         ));
-        assert!(prefers_json("application/json"));
-        assert!(!prefers_json("*/*"));
+        assert!(!prefers_html("application/json"));
+        assert!(!prefers_html("*/*"));
+        assert!(!prefers_html("application/json, text/html"));
     }
 
     #[test]
