@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use cubesat::devmode::store::{SpanQuery, Store, parse_trace_id};
+use cubesat::devmode::store::{Scale, SpanQuery, Store, parse_trace_id};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -273,23 +273,15 @@ fn bookinfo(n: u64, rng: &mut Rng, base_ns: u64) -> ExportTraceServiceRequest {
     }
 }
 
-/// What the store thread does with one request: decode, then insert span by span.
+/// What the store thread does with one request: decode, then insert span by span with the
+/// interned resource of each `ResourceSpans`.
 fn decode_and_insert(store: &mut Store, body: &[u8]) -> u64 {
     let export = ExportTraceServiceRequest::decode(body).expect("valid export");
     let mut stored = 0;
     for rs in export.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.first())
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| match &v.value {
-                Some(Value::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let process = store.process(rs.resource.map(|r| r.attributes).unwrap_or_default());
         for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
-            if store.insert(&service, span).is_ok() {
+            if store.insert_in(&process, span).is_ok() {
                 stored += 1;
             }
         }
@@ -367,6 +359,10 @@ fn load(limit: usize) {
         spans as f64 / busy.as_secs_f64(),
         busy.as_secs_f64() * 1e6 / spans as f64,
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  density: {:.0} spans held per MiB of store-bytes",
+        stats.spans as f64 / (limit as f64 / (1024.0 * 1024.0))
     );
     println!(
         "  charged (store estimate) at end: {} = {:.1}% of the limit, {:.0} B per stored span",
@@ -451,6 +447,14 @@ fn queries(c: &mut Criterion) {
     });
     let id = parse_trace_id(&trace_id).unwrap();
     group.bench_function("trace(id)", |b| b.iter(|| black_box(store.trace(&id))));
+    group.bench_function("trace view JSON (7 spans)", |b| {
+        b.iter(|| {
+            black_box(cubesat::devmode::view::trace_json(
+                &store,
+                store.trace(&id).expect("stored"),
+            ))
+        })
+    });
     let cases: [(&str, SpanQuery); 6] = [
         ("traces(no filter)", SpanQuery::default()),
         (
@@ -481,11 +485,11 @@ fn queries(c: &mut Criterion) {
         group.bench_function(*name, |b| b.iter(|| black_box(store.traces(query, 50))));
     }
     group.bench_function("latency(no filter, 20 buckets)", |b| {
-        b.iter(|| black_box(store.latency(&SpanQuery::default(), 20)))
+        b.iter(|| black_box(store.latency(&SpanQuery::default(), 20, Scale::Log)))
     });
     let reviews = q(|q| q.service = Some("reviews".into()));
     group.bench_function("latency(service=reviews)", |b| {
-        b.iter(|| black_box(store.latency(&reviews, 20)))
+        b.iter(|| black_box(store.latency(&reviews, 20, Scale::Log)))
     });
     group.finish();
 }

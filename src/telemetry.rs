@@ -49,6 +49,10 @@ pub const STORE_EVICTED_TRACES: &str = "cubesat_store_evicted_traces_total";
 pub const STORE_BYTES: &str = "cubesat_store_bytes";
 /// Developer mode: the store's byte budget (`store-bytes`).
 pub const STORE_CAPACITY_BYTES: &str = "cubesat_store_capacity_bytes";
+/// Developer mode: live-tail subscribers refused because the most allowed were connected.
+pub const LIVE_SUBSCRIBERS_REFUSED: &str = "cubesat_live_subscribers_refused_total";
+/// Developer mode: live-tail subscribers dropped because they stopped reading.
+pub const LIVE_SUBSCRIBERS_DROPPED: &str = "cubesat_live_subscribers_dropped_total";
 
 /// Why a span was not delivered upstream: the closed label set of [`SPANS_DROPPED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +152,14 @@ pub fn describe() {
         STORE_CAPACITY_BYTES,
         Unit::Bytes,
         "The developer-mode store's byte budget."
+    );
+    describe_counter!(
+        LIVE_SUBSCRIBERS_REFUSED,
+        "Live-tail subscribers refused at the most served at once."
+    );
+    describe_counter!(
+        LIVE_SUBSCRIBERS_DROPPED,
+        "Live-tail subscribers dropped for falling behind (not reading)."
     );
 }
 

@@ -400,7 +400,17 @@ async fn latency_distribution_of_matching_spans() {
     assert_eq!(buckets[0]["lo_us"], 800);
     assert_eq!(buckets[19]["hi_us"], 5300);
 
-    let ratings = ok(&cubesat, "/api/latency?service=ratings&buckets=4").await;
+    assert_eq!(all["scale"], "log");
+    // Log scale: each bucket wider than the one before.
+    let width = |b: &Value| b["hi_us"].as_u64().unwrap() - b["lo_us"].as_u64().unwrap();
+    assert!(width(&buckets[19]) > 3 * width(&buckets[0]), "{all}");
+
+    let ratings = ok(
+        &cubesat,
+        "/api/latency?service=ratings&buckets=4&scale=linear",
+    )
+    .await;
+    assert_eq!(ratings["scale"], "linear");
     assert_eq!(ratings["spans"], 4);
     assert_eq!(ratings["p50_us"], 1100);
     let buckets = ratings["buckets"].as_array().unwrap();
@@ -454,7 +464,7 @@ async fn latency_distribution_of_matching_spans() {
     let none = ok(&cubesat, "/api/latency?service=nobody").await;
     assert_eq!(
         none,
-        json!({"spans": 0, "buckets": [], "p50_us": null, "p95_us": null, "p99_us": null})
+        json!({"spans": 0, "scale": "log", "buckets": [], "p50_us": null, "p95_us": null, "p99_us": null})
     );
 }
 
@@ -522,7 +532,7 @@ async fn bad_parameters_get_400_naming_them() {
          &errors=true&start_us=0&end_us=99&limit=1000",
     )
     .await;
-    assert_eq!(empty, json!({"traces": []}));
+    assert_eq!(empty["traces"], json!([]));
     assert_eq!(ok(&cubesat, "/api/services").await, json!({"services": []}));
     assert_eq!(
         ok(&cubesat, "/api/dependencies").await,
@@ -708,10 +718,27 @@ async fn status_reports_listeners_counts_and_the_store() {
         json!(format!("http://{}/", cubesat.admin))
     );
     assert_eq!(
-        status["spans"],
-        json!({"received": 28, "stored": 28, "dropped": 0, "evicted": 0})
+        (
+            &status["spans"]["received"],
+            &status["spans"]["stored"],
+            &status["spans"]["dropped"],
+            &status["spans"]["evicted"]
+        ),
+        (&json!(28), &json!(28), &json!(0), &json!(0))
     );
-    assert_eq!(status["traces"], json!({"stored": 4, "evicted": 0}));
+    let services = ok(&cubesat, "/api/services").await;
+    let errors: u64 = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["errors"].as_u64().unwrap())
+        .sum();
+    assert_eq!(status["spans"]["errors"], errors);
+    assert_eq!(status["services"], 4);
+    assert_eq!(
+        status["traces"],
+        json!({"stored": 4, "evicted": 0, "pinned": 0})
+    );
     assert_eq!(status["store"]["limit_bytes"], 32 << 20);
     let used = status["store"]["used_bytes"].as_u64().unwrap();
     assert!(used > 0 && used < 32 << 20, "{status}");
@@ -779,7 +806,10 @@ async fn the_store_stays_within_store_bytes_evicting_whole_oldest_traces() {
         .sum();
     assert_eq!(stored, kept * 7);
     let oldest = ok(&cubesat, "/api/traces?tag=trace.number=0").await;
-    assert_eq!(oldest, json!({"traces": []}));
+    assert_eq!(oldest["traces"], json!([]));
+    // The answer says how far back the store reaches and what it evicted.
+    assert_eq!(oldest["store"]["evicted_traces"], evicted);
+    assert!(oldest["store"]["oldest_start_us"].as_u64() >= Some(sent["p0"].start_us));
 }
 
 #[tokio::test]
@@ -828,4 +858,306 @@ async fn bare_cubesat_is_dev_mode_and_prints_the_ui_url() {
     assert_eq!(status, 200);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// One OTLP/HTTP request body: `n` spans of trace `trace` (8 or 16 bytes) of `service`, span
+/// ids from `first_span`, each a child of the first; `link` adds a link from the last span.
+fn otlp_body(
+    service: &str,
+    trace: &[u8],
+    first_span: u64,
+    n: u64,
+    link: Option<(&[u8], u64)>,
+) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as V};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Link};
+    use prost::Message;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(V::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    // A 64-bit id travels in OTLP as 16 bytes, zeros on the left.
+    let pad = |id: &[u8]| {
+        let mut full = vec![0u8; 16 - id.len()];
+        full.extend_from_slice(id);
+        full
+    };
+    let start = 1_700_000_000_000_000_000u64;
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: pad(trace),
+            span_id: (first_span + i).to_be_bytes().to_vec(),
+            parent_span_id: if i == 0 {
+                Vec::new()
+            } else {
+                first_span.to_be_bytes().to_vec()
+            },
+            name: format!("op {}", i % 3),
+            kind: 2,
+            start_time_unix_nano: start + i * 1000,
+            end_time_unix_nano: start + i * 1000 + 500_000,
+            attributes: vec![kv("http.method", "GET")],
+            links: match link {
+                Some((t, s)) if i == n - 1 => vec![Link {
+                    trace_id: pad(t),
+                    span_id: s.to_be_bytes().to_vec(),
+                    ..Default::default()
+                }],
+                _ => Vec::new(),
+            },
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service), kv("host.name", "box-1")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn post_otlp(cubesat: &Cubesat, body: Vec<u8>) {
+    let (status, text) = post(
+        cubesat.ingest,
+        "/v1/traces",
+        "application/x-protobuf",
+        body,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+}
+
+/// A raw HTTP/1.1 request with `host` as the Host header: (status, body).
+async fn with_host(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_dns_rebinding_protection() {
+    let cubesat = dev(&[]);
+    let port = cubesat.admin.port();
+    for path in ["/api/status", "/", "/ui/app.js", "/api/live"] {
+        let (status, body) = with_host(cubesat.admin, "GET", path, "evil.example").await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("DNS-rebinding"), "{body}");
+        let (status, _) =
+            with_host(cubesat.admin, "GET", path, &format!("attacker.test:{port}")).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let (status, body) = with_host(cubesat.admin, "GET", "/api/status", &host).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // The admin endpoints of the satellite itself are not the UI's: probes keep working.
+    let (status, _) = with_host(cubesat.admin, "GET", "/_live", "evil.example").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn stalled_live_tail_subscribers_never_slow_ingest() {
+    use tokio::io::AsyncWriteExt;
+    const STALLED: usize = 2_000;
+    let cubesat = dev(&[]);
+    // Subscribers that connect and never read a byte.
+    let mut stalled = Vec::with_capacity(STALLED);
+    for _ in 0..STALLED {
+        let mut s = tokio::net::TcpStream::connect(cubesat.admin).await.unwrap();
+        s.write_all(b"GET /api/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused_want = (STALLED - 64) as f64;
+    while cubesat
+        .metric("cubesat_live_subscribers_refused_total")
+        .await
+        < refused_want
+    {
+        assert!(Instant::now() < deadline, "subscribers not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cubesat
+            .metric("cubesat_live_subscribers_refused_total")
+            .await,
+        refused_want,
+        "at most 64 live-tail subscribers are served"
+    );
+    // 10,000 spans in 10 requests, while 64 subscribers are served and stalled.
+    let bodies: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| otlp_body("load", &[i + 1; 16], 1, 1_000, None))
+        .collect();
+    let started = Instant::now();
+    for body in bodies {
+        post_otlp(&cubesat, body).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "ingest of 10,000 spans took {took:?}"
+    );
+    wait_stored(&cubesat, 10_000).await;
+    // Slow subscribers were dropped rather than waited for, and counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cubesat
+        .metric("cubesat_live_subscribers_dropped_total")
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "no slow subscriber was dropped");
+        for body in (0..5u8).map(|i| otlp_body("more", &[i + 100; 16], 1, 1_000, None)) {
+            post_otlp(&cubesat, body).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn a_retried_export_is_stored_once() {
+    let cubesat = dev(&[]);
+    let body = otlp_body("retry", &[7; 16], 1, 4, None);
+    post_otlp(&cubesat, body.clone()).await;
+    post_otlp(&cubesat, body).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cubesat
+        .metric("cubesat_store_spans_dropped_total{reason=\"duplicate\"}")
+        .await
+        < 4.0
+    {
+        assert!(Instant::now() < deadline, "duplicates not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trace = ok(&cubesat, &format!("/api/traces/{}", "07".repeat(16))).await;
+    assert_eq!(trace["spans"].as_array().unwrap().len(), 4);
+    let found = ok(&cubesat, "/api/traces?service=retry").await;
+    assert_eq!(found["traces"][0]["spans"], 4);
+}
+
+#[tokio::test]
+async fn pinned_traces_survive_eviction_within_bounds() {
+    let cubesat = dev(&["--store-bytes", "256KiB"]);
+    post_otlp(&cubesat, otlp_body("keep", &[9; 8], 1, 3, None)).await;
+    wait_stored(&cubesat, 3).await;
+    let keep = format!("{:0>32}", "09".repeat(8));
+    let short = "09".repeat(8);
+    let (status, body) = with_host(
+        cubesat.admin,
+        "PUT",
+        &format!("/api/traces/{short}/pin"),
+        "localhost",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = with_host(cubesat.admin, "PUT", "/api/traces/zz/pin", "localhost").await;
+    assert_eq!(status, 400);
+    let (status, _) = with_host(
+        cubesat.admin,
+        "PUT",
+        &format!("/api/traces/{}/pin", "ab".repeat(16)),
+        "localhost",
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Fill the store many times over.
+    for i in 0..60u8 {
+        post_otlp(&cubesat, otlp_body("filler", &[i + 20; 16], 1, 40, None)).await;
+    }
+    let status = wait_stored(&cubesat, 3 + 60 * 40).await;
+    assert!(status["traces"]["evicted"].as_u64() > Some(10), "{status}");
+    assert_eq!(status["traces"]["pinned"], 1);
+    let trace = ok(&cubesat, &format!("/api/traces/{keep}")).await;
+    assert_eq!(trace["pinned"], true);
+    assert_eq!(trace["spans"].as_array().unwrap().len(), 3);
+    // Unpinned, it is evicted like any other.
+    let (status, _) = with_host(
+        cubesat.admin,
+        "DELETE",
+        &format!("/api/traces/{keep}/pin"),
+        "localhost",
+    )
+    .await;
+    assert_eq!(status, 200);
+    for i in 0..60u8 {
+        post_otlp(&cubesat, otlp_body("filler", &[i + 100; 16], 1, 40, None)).await;
+    }
+    wait_stored(&cubesat, 3 + 120 * 40).await;
+    let (status, _) = get(&cubesat, &format!("/api/traces/{keep}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_trace_shows_its_links_both_ways_and_its_resource() {
+    let cubesat = dev(&[]);
+    post_otlp(&cubesat, otlp_body("producer", &[0x31; 8], 0x100, 2, None)).await;
+    post_otlp(
+        &cubesat,
+        otlp_body("consumer", &[0x32; 16], 0x200, 2, Some((&[0x31; 8], 0x101))),
+    )
+    .await;
+    wait_stored(&cubesat, 4).await;
+    let consumer = ok(&cubesat, &format!("/api/traces/{}", "32".repeat(16))).await;
+    let last = &consumer["spans"][1];
+    assert_eq!(
+        last["links"],
+        json!([{"trace_id": format!("{:0>32}", "31".repeat(8)), "span_id": "0000000000000101",
+                "attributes": {}, "stored": true}])
+    );
+    let pid = last["process_id"].as_str().unwrap();
+    assert_eq!(
+        consumer["processes"][pid],
+        json!({"service": "consumer", "attributes": {"service.name": "consumer", "host.name": "box-1"}})
+    );
+    let producer = ok(&cubesat, &format!("/api/traces/{}", "31".repeat(8))).await;
+    let target = producer["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["span_id"] == "0000000000000101")
+        .unwrap();
+    assert_eq!(
+        target["linked_from"],
+        json!([{"trace_id": "32".repeat(16), "span_id": "0000000000000201",
+                "service": "consumer", "operation": "op 1"}])
+    );
 }

@@ -4,7 +4,8 @@
 //! checks what the pages show against what was sent: the service directory, the explorer's
 //! `service=reviews` query, its latency histogram and bucket narrowing, the trace waterfall's
 //! nesting, a span's tags on click, the service diagram and the live tail. The run leaves
-//! screenshots of the four main screens in docs/.
+//! screenshots of the four main screens in target/screenshots/, or in docs/ (the README's
+//! pictures) when `CUBESAT_UPDATE_SCREENSHOTS=1`: a plain test run never touches tracked files.
 //!
 //! Tools: CUBESAT_OTEL_PYTHON (a Python with the OTel SDK), CUBESAT_PLAYWRIGHT_PYTHON (a Python
 //! with `playwright`), CUBESAT_CHROMIUM (default /usr/bin/chromium). scripts/test installs all
@@ -150,7 +151,12 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         .expect("one error span")
         .trace_id
         .clone();
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = if std::env::var("CUBESAT_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        root.join("docs")
+    } else {
+        root.join("target/screenshots")
+    };
     std::fs::create_dir_all(&docs).unwrap();
     let config = serde_json::json!({
         "base": format!("http://{}", cubesat.admin),

@@ -1,6 +1,11 @@
 //! The developer-mode JSON API under `/api/` on the admin listener: services, operations,
-//! trace search, one trace, latency distribution, service dependencies, a live feed of new
-//! spans (server-sent events) and the satellite's status.
+//! trace search, one trace (and pinning it), latency distribution, service dependencies, a
+//! live feed of new spans (server-sent events) and the satellite's status.
+//!
+//! The live feed is bounded: at most [`MAX_LIVE_SUBSCRIBERS`] at once (more are refused with
+//! `503`), and a subscriber that does not read falls behind by at most [`LIVE_BUFFER`] events
+//! before it is dropped (counted in `cubesat_live_subscribers_dropped_total`): the store
+//! thread only ever publishes into a broadcast ring, so no reader can slow ingest.
 //!
 //! Thin handlers: parse the query (every parameter checked, unknown ones refused), ask the
 //! [`Store`] under its read lock, serialise. Bad parameters are `400` with
@@ -9,7 +14,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLockReadGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::Json;
@@ -17,16 +23,18 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use futures_util::{Stream, StreamExt};
-use serde_json::{Map, Value, json};
+use axum::routing::{get, put};
+use futures_util::Stream;
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DevMode;
-use super::store::{SpanQuery, Store, StoredSpan, kind_name, parse_trace_id, value_json};
+use super::store::{PinError, Scale, SpanQuery, Store, TraceId, parse_trace_id};
 use crate::forward::UpstreamHealth;
 use crate::listen::BoundAddrs;
+use crate::telemetry;
 
 /// Traces returned when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -36,6 +44,10 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_BUCKETS: usize = 20;
 /// The most `buckets` accepted.
 pub const MAX_BUCKETS: usize = 200;
+/// Live-tail subscribers served at once; more are refused with `503`.
+pub const MAX_LIVE_SUBSCRIBERS: usize = 64;
+/// Events a live-tail subscriber may fall behind by before it is dropped.
+pub const LIVE_BUFFER: usize = 1024;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -61,6 +73,12 @@ pub enum ApiError {
     /// The thing asked for is not stored (any more).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the store's limits (e.g. too many pinned traces).
+    #[error("{0}")]
+    Conflict(String),
+    /// The server is at a limit for now (live-tail subscribers).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl IntoResponse for ApiError {
@@ -68,6 +86,8 @@ impl IntoResponse for ApiError {
         let status = match self {
             ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -84,6 +104,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/services/{service}/operations", get(operations))
         .route("/api/traces", get(traces))
         .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/traces/{trace_id}/pin", put(pin).delete(unpin))
         .route("/api/latency", get(latency))
         .route("/api/dependencies", get(dependencies))
         .route("/api/live", get(live))
@@ -106,6 +127,13 @@ pub fn ui_url(admin: SocketAddr) -> String {
 
 fn read(dev: &DevMode) -> RwLockReadGuard<'_, Store> {
     match dev.store.read() {
+        Ok(store) => store,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn write(dev: &DevMode) -> RwLockWriteGuard<'_, Store> {
+    match dev.store.write() {
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     }
@@ -248,8 +276,34 @@ async fn traces(
         Some((name, value)) => number(name, value, 1..=MAX_LIMIT as u64)? as usize,
         None => DEFAULT_LIMIT,
     };
-    let traces = read(&state.dev).traces(&query, limit);
-    Ok(Json(json!({ "traces": traces })).into_response())
+    let store = read(&state.dev);
+    let traces = store.traces(&query, limit);
+    let stats = store.stats();
+    drop(store);
+    Ok(Json(json!({
+        "traces": traces,
+        "store": {
+            "oldest_start_us": stats.oldest_start_us,
+            "evicted_traces": stats.evicted_traces,
+            "evicted_spans": stats.evicted_spans,
+            "pinned_traces": stats.pinned_traces,
+        },
+    }))
+    .into_response())
+}
+
+fn trace_id(trace_id: &str) -> Result<TraceId, ApiError> {
+    parse_trace_id(trace_id).ok_or_else(|| {
+        bad(format!(
+            "invalid `trace_id` {trace_id:?}: expected 32 hex digits (or 16 for a 64-bit id)"
+        ))
+    })
+}
+
+fn not_stored(trace_id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "trace {trace_id} is not stored: it may have been evicted, or not arrived yet"
+    ))
 }
 
 async fn trace(
@@ -257,62 +311,53 @@ async fn trace(
     Path(trace_id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    params(raw, &[])?;
-    let id = parse_trace_id(&trace_id).ok_or_else(|| {
-        bad(format!(
-            "invalid `trace_id` {trace_id:?}: expected 32 hex digits (or 16 for a 64-bit id)"
-        ))
-    })?;
+    let pairs = params(raw, &["fields"])?;
+    let timeline = match pairs.first().map(|(_, v)| v.as_str()) {
+        None | Some("all") => false,
+        Some("timeline") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "invalid `fields` {other:?}: expected all or timeline"
+            )));
+        }
+    };
+    let id = self::trace_id(&trace_id)?;
     let store = read(&state.dev);
-    let trace = store
-        .trace(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("trace {trace_id} is not stored")))?;
-    let mut spans: Vec<&StoredSpan> = trace.spans.iter().collect();
-    spans.sort_by_key(|s| (s.start_us, std::cmp::Reverse(s.duration_us)));
-    let body = json!({
-        "trace_id": trace.id_hex(),
-        "spans": spans.into_iter().map(span_json).collect::<Vec<_>>(),
-    });
-    Ok(Json(body).into_response())
+    let trace = store.trace(&id).ok_or_else(|| not_stored(&trace_id))?;
+    let response = if timeline {
+        Json(super::view::timeline(trace)).into_response()
+    } else {
+        Json(super::view::trace_json(&store, trace)).into_response()
+    };
+    drop(store);
+    Ok(response)
 }
 
-fn span_json(span: &StoredSpan) -> Value {
-    let mut tags = Map::new();
-    for kv in &span.span.attributes {
-        tags.insert(
-            kv.key.clone(),
-            kv.value.as_ref().map_or(Value::Null, value_json),
-        );
+async fn pin(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    params(raw, &[])?;
+    let id = self::trace_id(&trace_id)?;
+    match write(&state.dev).pin(&id) {
+        Ok(()) => Ok(Json(json!({ "trace_id": trace_id, "pinned": true })).into_response()),
+        Err(PinError::NotFound) => Err(not_stored(&trace_id)),
+        Err(e) => Err(ApiError::Conflict(e.to_string())),
     }
-    let logs: Vec<Value> = span
-        .span
-        .events
-        .iter()
-        .map(|event| {
-            let mut fields = Map::new();
-            fields.insert("event".to_owned(), Value::from(event.name.as_str()));
-            for kv in &event.attributes {
-                fields.insert(
-                    kv.key.clone(),
-                    kv.value.as_ref().map_or(Value::Null, value_json),
-                );
-            }
-            json!({ "time_us": event.time_unix_nano / 1000, "fields": fields })
-        })
-        .collect();
-    json!({
-        "span_id": span.span_id_hex(),
-        "parent_span_id": span.parent_hex(),
-        "service": &*span.service,
-        "operation": &*span.operation,
-        "start_us": span.start_us,
-        "duration_us": span.duration_us,
-        "kind": kind_name(span.span.kind),
-        "error": span.error,
-        "status_message": span.span.status.as_ref().map_or("", |s| s.message.as_str()),
-        "tags": tags,
-        "logs": logs,
-    })
+}
+
+async fn unpin(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    params(raw, &[])?;
+    let id = self::trace_id(&trace_id)?;
+    if !write(&state.dev).unpin(&id) {
+        return Err(not_stored(&trace_id));
+    }
+    Ok(Json(json!({ "trace_id": trace_id, "pinned": false })).into_response())
 }
 
 async fn latency(
@@ -320,14 +365,27 @@ async fn latency(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut allowed = QUERY_PARAMS.to_vec();
-    allowed.push("buckets");
+    allowed.extend(["buckets", "scale"]);
     let pairs = params(raw, &allowed)?;
     let query = span_query(&pairs)?;
     let buckets = match pairs.iter().find(|(n, _)| n == "buckets") {
         Some((name, value)) => number(name, value, 1..=MAX_BUCKETS as u64)? as usize,
         None => DEFAULT_BUCKETS,
     };
-    let latency = read(&state.dev).latency(&query, buckets);
+    let scale = match pairs
+        .iter()
+        .find(|(n, _)| n == "scale")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("log") => Scale::Log,
+        Some("linear") => Scale::Linear,
+        Some(other) => {
+            return Err(bad(format!(
+                "invalid `scale` {other:?}: expected log or linear"
+            )));
+        }
+    };
+    let latency = read(&state.dev).latency(&query, buckets, scale);
     Ok(Json(latency).into_response())
 }
 
@@ -340,23 +398,58 @@ async fn dependencies(
     Ok(Json(json!({ "edges": edges })).into_response())
 }
 
+/// Holds one live-tail slot; gives it back when the subscriber goes.
+struct LiveSlot(Arc<DevMode>);
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.live_subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn live(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     params(raw, &[])?;
-    let rx = state.dev.live.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(span) => Event::default().data(serde_json::to_string(&*span).unwrap_or_default()),
-            Err(RecvError::Lagged(skipped)) => Event::default()
-                .event("lagged")
-                .data(json!({ "skipped": skipped }).to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), rx))
-    })
-    .take_until(state.shutdown.cancelled_owned());
+    if state.dev.live_subscribers.fetch_add(1, Ordering::AcqRel) >= MAX_LIVE_SUBSCRIBERS {
+        state.dev.live_subscribers.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!(telemetry::LIVE_SUBSCRIBERS_REFUSED).increment(1);
+        return Err(ApiError::Busy(format!(
+            "{MAX_LIVE_SUBSCRIBERS} live-tail subscribers are connected already; close one and retry"
+        )));
+    }
+    let slot = LiveSlot(state.dev.clone());
+    let mut rx = state.dev.live.subscribe();
+    let (tx, body) = mpsc::channel::<Result<Event, Infallible>>(LIVE_BUFFER);
+    let shutdown = state.shutdown.clone();
+    // One small task per subscriber moves events from the broadcast ring into the body: when the
+    // reader stops reading, its buffer fills and it is dropped, never waited for.
+    tokio::spawn(async move {
+        let _slot = slot;
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tx.closed() => break,
+                received = rx.recv() => match received {
+                    Ok(span) => Event::default().data(&*span),
+                    Err(RecvError::Lagged(skipped)) => Event::default()
+                        .event("lagged")
+                        .data(json!({ "skipped": skipped }).to_string()),
+                    Err(RecvError::Closed) => break,
+                },
+            };
+            if tx.try_send(Ok(event)).is_err() {
+                if !tx.is_closed() {
+                    metrics::counter!(telemetry::LIVE_SUBSCRIBERS_DROPPED).increment(1);
+                }
+                break;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|event| (event, body))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -377,9 +470,20 @@ async fn status(
             "stored": stats.spans,
             "dropped": dev.dropped(),
             "evicted": stats.evicted_spans,
+            "errors": stats.error_spans,
         },
-        "traces": { "stored": stats.traces, "evicted": stats.evicted_traces },
-        "store": { "used_bytes": stats.used_bytes, "limit_bytes": stats.limit_bytes },
+        "services": stats.services,
+        "traces": {
+            "stored": stats.traces,
+            "evicted": stats.evicted_traces,
+            "pinned": stats.pinned_traces,
+        },
+        "store": {
+            "used_bytes": stats.used_bytes,
+            "limit_bytes": stats.limit_bytes,
+            "oldest_start_us": stats.oldest_start_us,
+        },
+        "live_subscribers": state.dev.live_subscribers.load(Ordering::Relaxed),
         "upstream": state.upstream.as_ref().map(|url| json!({
             "url": url,
             "reachable": state.upstream_health.as_ref().is_some_and(|u| u.is_up()),

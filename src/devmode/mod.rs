@@ -4,7 +4,7 @@
 //! (already `Bytes`, so no copy) are offered to a bounded queue; when the queue is full the
 //! store loses them, counted, and the client and the forwarding path never notice. A store
 //! thread decodes them with prost — off the hot path — into the translation layer's model
-//! (OTLP spans plus their resource's `service.name`) and inserts them into the [`Store`],
+//! (OTLP spans plus their resource) and inserts them into the [`Store`],
 //! which evicts whole oldest traces to stay within `--store-bytes`. The JSON API ([`api`]) and
 //! the web UI ([`ui`]) are served on the admin listener.
 //!
@@ -12,8 +12,10 @@
 //! `serve` mode and the store gets a copy.
 
 pub mod api;
+pub mod guard;
 pub mod store;
 pub mod ui;
+pub mod view;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,12 +23,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use metrics::Counter;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 
-pub use store::{SpanSummary, Store};
+pub use store::{SpanSummary, Store, UNKNOWN_SERVICE};
 
 use crate::telemetry;
 use crate::translate;
@@ -38,8 +38,6 @@ const QUEUE_REQUESTS: usize = 1024;
 const QUEUE_BYTES: usize = 64 << 20;
 /// New-span summaries kept for slow live-tail readers before they skip ahead.
 const LIVE_BACKLOG: usize = 4096;
-/// The service of spans whose resource has no `service.name`, as the OTel SDKs name it.
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// An accepted request on its way to the store.
 #[derive(Debug)]
@@ -65,6 +63,10 @@ pub enum StoreDropReason {
     Undecodable,
     /// The span has no usable trace id.
     InvalidTraceId,
+    /// The span id is not 8 bytes (or the parent id neither 8 bytes nor absent).
+    InvalidSpanId,
+    /// The trace holds a span with this id already (an exporter's retry): not stored twice.
+    Duplicate,
     /// One span larger than the whole store.
     TooLarge,
 }
@@ -76,6 +78,8 @@ impl StoreDropReason {
             StoreDropReason::QueueFull => "queue_full",
             StoreDropReason::Undecodable => "undecodable",
             StoreDropReason::InvalidTraceId => "invalid_trace_id",
+            StoreDropReason::InvalidSpanId => "invalid_span_id",
+            StoreDropReason::Duplicate => "duplicate",
             StoreDropReason::TooLarge => "too_large",
         }
     }
@@ -86,8 +90,10 @@ impl StoreDropReason {
 pub struct DevMode {
     /// The trace store. Written by the store thread only; the API reads.
     pub store: RwLock<Store>,
-    /// New spans, for the live tail.
-    pub live: broadcast::Sender<Arc<SpanSummary>>,
+    /// New spans, for the live tail: each a [`SpanSummary`] as JSON, serialised once.
+    pub live: broadcast::Sender<Arc<str>>,
+    /// Live-tail subscribers now (bounded by the API).
+    pub live_subscribers: AtomicUsize,
     received: AtomicU64,
     dropped: AtomicU64,
 }
@@ -117,6 +123,7 @@ impl DevMode {
         let dev = Arc::new(DevMode {
             store: RwLock::new(Store::new(store_bytes)),
             live: broadcast::channel(LIVE_BACKLOG).0,
+            live_subscribers: AtomicUsize::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
@@ -223,36 +230,31 @@ impl StoreWorker {
                 return;
             }
         };
-        let spans: Vec<(String, Span)> = export
-            .resource_spans
-            .into_iter()
-            .flat_map(|rs| {
-                let service = service_name(rs.resource.as_ref());
-                rs.scope_spans
-                    .into_iter()
-                    .flat_map(|ss| ss.spans)
-                    .map(move |span| (service.clone(), span))
-            })
-            .collect();
         let live = self.dev.live.receiver_count() > 0;
         let mut summaries = Vec::new();
-        let (mut invalid, mut too_large, mut stored) = (0, 0, 0);
+        let (mut invalid, mut bad_span_id, mut duplicate, mut too_large, mut stored) =
+            (0, 0, 0, 0, 0);
         {
             let mut store = match self.dev.store.write() {
                 Ok(store) => store,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            for (service, span) in spans {
-                let summary = live.then(|| SpanSummary::of(&service, &span));
-                match store.insert(&service, span) {
-                    Ok(evicted) => {
-                        stored += 1;
-                        self.evicted_spans.increment(evicted.spans);
-                        self.evicted_traces.increment(evicted.traces);
-                        summaries.extend(summary);
+            for rs in export.resource_spans {
+                let process = store.process(rs.resource.map(|r| r.attributes).unwrap_or_default());
+                for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+                    let summary = live.then(|| SpanSummary::of(&process.service, &span));
+                    match store.insert_in(&process, span) {
+                        Ok(evicted) => {
+                            stored += 1;
+                            self.evicted_spans.increment(evicted.spans);
+                            self.evicted_traces.increment(evicted.traces);
+                            summaries.extend(summary);
+                        }
+                        Err(store::Rejected::InvalidTraceId) => invalid += 1,
+                        Err(store::Rejected::InvalidSpanId) => bad_span_id += 1,
+                        Err(store::Rejected::Duplicate) => duplicate += 1,
+                        Err(store::Rejected::TooLarge) => too_large += 1,
                     }
-                    Err(store::Rejected::InvalidTraceId) => invalid += 1,
-                    Err(store::Rejected::TooLarge) => too_large += 1,
                 }
             }
             metrics::gauge!(telemetry::STORE_BYTES).set(store.stats().used_bytes as f64);
@@ -260,9 +262,14 @@ impl StoreWorker {
         self.stored.increment(stored);
         self.dev
             .drop_spans(StoreDropReason::InvalidTraceId, invalid);
+        self.dev
+            .drop_spans(StoreDropReason::InvalidSpanId, bad_span_id);
+        self.dev.drop_spans(StoreDropReason::Duplicate, duplicate);
         self.dev.drop_spans(StoreDropReason::TooLarge, too_large);
         for summary in summaries {
-            let _ = self.dev.live.send(Arc::new(summary));
+            if let Ok(json) = serde_json::to_string(&summary) {
+                let _ = self.dev.live.send(Arc::from(json));
+            }
         }
     }
 }
@@ -289,25 +296,22 @@ fn decode(item: Teed) -> Result<ExportTraceServiceRequest, u64> {
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> String {
-    resource
-        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .and_then(|kv| kv.value.as_ref())
-        .map(|v| store::text(v).into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned())
-}
-
 /// The developer-mode routes for the admin listener: the JSON API and the web UI.
 pub fn router(state: api::ApiState) -> axum::Router {
-    api::router(state).merge(ui::router())
+    let bound = state.addrs.admin;
+    api::router(state)
+        .merge(ui::router())
+        .layer(axum::middleware::from_fn_with_state(
+            bound,
+            guard::check_host,
+        ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ingest::Tee as _;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[test]
     fn the_tee_stores_accepted_requests_and_counts_undecodable_ones() {

@@ -9,11 +9,11 @@ export class ApiError extends Error {
   }
 }
 
-async function get(path, params) {
+async function get(path, params, method = "GET") {
   const qs = params ? toQuery(params) : "";
   let response;
   try {
-    response = await fetch(qs ? `${path}?${qs}` : path, { headers: { accept: "application/json" } });
+    response = await fetch(qs ? `${path}?${qs}` : path, { method, headers: { accept: "application/json" } });
   } catch (e) {
     throw new ApiError(0, `cubesat is not reachable (${e.message}); is it still running?`);
   }
@@ -46,8 +46,10 @@ export function toQuery(params) {
 export const services = () => get("/api/services");
 export const operations = (service) => get(`/api/services/${encodeURIComponent(service)}/operations`);
 export const traces = (filters) => get("/api/traces", filters);
-export const trace = (id) => get(`/api/traces/${encodeURIComponent(id)}`);
-export const latency = (filters, buckets) => get("/api/latency", { ...filters, buckets });
+export const trace = (id, fields) => get(`/api/traces/${encodeURIComponent(id)}`, fields ? { fields } : null);
+export const pin = (id) => get(`/api/traces/${encodeURIComponent(id)}/pin`, null, "PUT");
+export const unpin = (id) => get(`/api/traces/${encodeURIComponent(id)}/pin`, null, "DELETE");
+export const latency = (filters, buckets) => get("/api/latency", { ...filters, buckets, scale: "log" });
 export const dependencies = () => get("/api/dependencies");
 export const status = () => get("/api/status");
 

@@ -38,6 +38,9 @@ export function parseHash(hash) {
 
 let current = null; // { controller, cleanup }
 let firstRender = true;
+// Scroll positions by hash, so Back returns to where the list was read, not to its top.
+const scrolls = new Map();
+let shownHash = location.hash;
 
 async function render() {
   const main = document.getElementById("main");
@@ -47,6 +50,8 @@ async function render() {
     current.controller.abort();
     if (typeof current.cleanup === "function") current.cleanup();
   }
+  scrolls.set(shownHash, window.scrollY);
+  shownHash = location.hash;
   const controller = new AbortController();
   current = { controller, cleanup: null };
   for (const a of document.querySelectorAll("nav a[data-route]")) {
@@ -64,6 +69,8 @@ async function render() {
       if (typeof cleanup === "function") cleanup();
     } else {
       current.cleanup = cleanup;
+      const y = scrolls.get(location.hash);
+      if (y) window.scrollTo(0, y);
     }
   } catch (e) {
     if (controller.signal.aborted) return;
@@ -76,16 +83,30 @@ async function render() {
 async function refreshSummary() {
   const el = document.getElementById("summary");
   try {
-    const { services } = await api.services();
-    const spans = services.reduce((sum, s) => sum + (s.spans || 0), 0);
-    const errors = services.reduce((sum, s) => sum + (s.errors || 0), 0);
-    replace(el, `${fmtCount(spans)} spans · ${fmtCount(services.length)} services · ${fmtCount(errors)} errors`);
+    // The status answer is O(services): no percentiles computed for a header line.
+    const st = await api.status();
+    replace(el, `${fmtCount(st.spans.stored)} spans · ${fmtCount(st.services)} services · ${fmtCount(st.spans.errors)} errors`);
     el.classList.remove("offline");
   } catch {
     replace(el, "cubesat unreachable");
     el.classList.add("offline");
   }
 }
+
+// The header's box: a trace id (16 or 32 hex digits, as any tool prints it) opens that trace.
+document.getElementById("open-trace")?.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = document.getElementById("open-trace-id");
+  const id = input.value.trim().toLowerCase().replace(/^0x/, "");
+  if (!/^([0-9a-f]{16}|[0-9a-f]{32})$/.test(id)) {
+    input.setAttribute("aria-invalid", "true");
+    input.title = "A trace id is 16 or 32 hex digits";
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  input.value = "";
+  location.hash = `#/trace/${id.padStart(32, "0")}`;
+});
 
 // Choosing the screen already shown reloads its data (no hashchange fires for it).
 document.addEventListener("click", (e) => {

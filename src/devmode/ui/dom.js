@@ -76,6 +76,15 @@ export function fmtCount(n) {
   return typeof n === "number" ? n.toLocaleString("en-US") : "–";
 }
 
+/**
+ * A trace id as people know it: a 64-bit id (the API pads it to 32 hex digits with zeros on
+ * the left) as its 16 digits, a 128-bit id whole.
+ */
+export function traceIdText(id) {
+  const s = String(id || "");
+  return s.length === 32 && s.startsWith("0000000000000000") ? s.slice(16) : s;
+}
+
 /** A stable colour per service name, so a service looks the same on every screen. */
 export function serviceColor(name) {
   let hash = 0;

@@ -1,13 +1,15 @@
 // Explorer: a query bar (service, operation, tags, duration, errors, time window), the latency
-// histogram of the matching spans (clicking a bucket narrows the trace table to that range) and
-// a table of example traces, newest first. After Lightstep's Explorer.
+// histogram of the matching spans on a log-scale axis with p50/p95/p99 lines (clicking a bucket
+// narrows the trace table to that range), a duration scatter plot of the traces found and a
+// sortable table of them, newest first; a line says how far back the store reaches and how
+// much it has evicted. After Lightstep's Explorer.
 //
 // Everything the screen shows is in the hash (#/explore?service=..&tag=k=v&sel_lo=..), so a
 // query can be bookmarked, shared and navigated with Back.
 
 import * as api from "./api.js";
 import { toQuery } from "./api.js";
-import { h, replace, table, linkRow, fmtCount, fmtDuration, fmtTime, serviceColor, announce } from "./dom.js";
+import { h, replace, table, linkRow, fmtCount, fmtDuration, fmtTime, serviceColor, announce, traceIdText } from "./dom.js";
 
 const BUCKETS = 40;
 const WINDOWS = [
@@ -32,6 +34,14 @@ export function parseDuration(text) {
 function windowUs(w) {
   const m = /^(\d+)([mh])$/.exec(w || "");
   return m ? Number(m[1]) * (m[2] === "h" ? 3600e6 : 60e6) : null;
+}
+
+/**
+ * Splits the tags box into key=value filters: on commas that start a new `key=` (so a value
+ * may hold commas, as in `db.statement=SELECT a, b FROM t`) and on new lines.
+ */
+export function splitTags(text) {
+  return text.split(/\n|,\s*(?=[^=,\s]+=)/).map((t) => t.trim()).filter(Boolean);
 }
 
 /** The server filters of a hash query (without the histogram selection). */
@@ -65,7 +75,8 @@ export async function render(main, { params, signal }) {
     h("h2", { id: "hist-heading" }, "Latency of matching spans"), h("p", { class: "loading" }, "Loading…"));
   const tracesSection = h("section", { class: "traces-panel", "aria-labelledby": "traces-heading" },
     h("h2", { id: "traces-heading" }, "Example traces"), h("p", { class: "loading" }, "Loading…"));
-  replace(main, h("h1", {}, "Explorer"), form, histogramSection, tracesSection);
+  const reach = h("p", { class: "hint store-reach", id: "store-reach" });
+  replace(main, h("h1", {}, "Explorer"), form, reach, histogramSection, tracesSection);
 
   const traceFilters = { ...filters, limit };
   if (selLo !== null && selLo !== "") {
@@ -85,6 +96,7 @@ export async function render(main, { params, signal }) {
       h("p", { class: "error", role: "alert" }, lat.reason.message));
   }
   if (tr.status === "fulfilled") {
+    renderReach(reach, tr.value.store);
     renderTraces(tracesSection, tr.value.traces, params, selLo, selHi, limit);
   } else {
     replace(tracesSection, h("h2", { id: "traces-heading" }, "Example traces"),
@@ -152,7 +164,7 @@ async function queryBar(params, serviceNames, signal) {
   const form = h("form", { class: "query-bar", role: "search", "aria-label": "Trace query" },
     field("q-service", "Service", serviceSel),
     field("q-operation", "Operation", opSel),
-    field("q-tags", "Tags", tags, "key=value, comma-separated; all must match"),
+    field("q-tags", "Tags", tags, "key=value, comma-separated (values may hold commas); all must match"),
     h("fieldset", { class: "field durations" },
       h("legend", {}, "Span duration"),
       h("label", { for: "q-min", class: "visually-hidden" }, "Minimum duration"), minD,
@@ -173,7 +185,7 @@ async function queryBar(params, serviceNames, signal) {
     const set = (k, v) => v && next.set(k, v);
     set("service", serviceSel.value);
     set("operation", serviceSel.value ? opSel.value : "");
-    const tagList = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    const tagList = splitTags(tags.value);
     const bad = tagList.find((t) => !/^[^=]+=.*$/.test(t));
     const min = parseDuration(minD.value);
     const max = parseDuration(maxD.value);
@@ -207,7 +219,7 @@ async function queryBar(params, serviceNames, signal) {
   return form;
 }
 
-function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
+function renderHistogram(section, { spans, scale, buckets, p50_us, p95_us, p99_us }, params, selLo, selHi) {
   const heading = h("h2", { id: "hist-heading" }, "Latency of matching spans");
   const count = h("p", { class: "hist-count" },
     h("span", { id: "histogram-count", dataset: { spans: String(spans) } },
@@ -256,20 +268,90 @@ function renderHistogram(section, { spans, buckets, p50_us, p95_us, p99_us }, pa
     });
     return bar;
   });
-  const first = buckets[0];
-  const last = buckets[buckets.length - 1];
+  // Percentile lines, placed inside their bucket on the same (log) scale the buckets use.
+  const at = (us) => {
+    const i = buckets.findIndex((b) => us >= b.lo_us && us <= b.hi_us);
+    if (i < 0) return null;
+    const b = buckets[i];
+    const span = Math.log(b.hi_us + 1) - Math.log(Math.max(1, b.lo_us));
+    const f = span > 0 ? (Math.log(us + 0.5) - Math.log(Math.max(1, b.lo_us))) / span : 0.5;
+    return ((i + Math.min(1, Math.max(0, f))) / buckets.length) * 100;
+  };
+  const lines = [["p50", p50_us], ["p95", p95_us], ["p99", p99_us]]
+    .map(([name, us]) => [name, us, at(us)]).filter(([, , x]) => x !== null)
+    .map(([name, us, x]) => h("div", { class: `pline pline-${name}`, style: { left: `${x}%` }, dataset: { us: String(us) }, "aria-hidden": "true" },
+      h("span", {}, `${name} ${fmtDuration(us)}`)));
+  const labelAt = (f) => {
+    const b = buckets[Math.min(buckets.length - 1, Math.floor(f * buckets.length))];
+    return f >= 1 ? buckets[buckets.length - 1].hi_us : b.lo_us;
+  };
   replace(section, heading, count,
     h("div", { class: "histogram-wrap" },
       h("div", { class: "y-axis", "aria-hidden": "true" }, h("span", {}, fmtCount(max)), h("span", {}, "0")),
-      h("div", { class: "histogram", role: "group", "aria-label": "Latency histogram: choose a bucket to narrow the traces table, Shift to extend the range" }, bars)),
+      h("div", { class: "histogram-area" },
+        h("div", { class: "histogram", role: "group", "aria-label": "Latency histogram, log scale: choose a bucket to narrow the traces table, Shift to extend the range" }, bars),
+        lines)),
     h("div", { class: "x-axis", "aria-hidden": "true" },
-      h("span", {}, fmtDuration(first.lo_us)),
-      h("span", {}, fmtDuration((first.lo_us + last.hi_us) / 2)),
-      h("span", {}, fmtDuration(last.hi_us))),
-    h("p", { class: "hint" }, "Click a bar to show only traces with a span in that latency range; Shift-click extends the range."));
+      [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", {}, fmtDuration(labelAt(f))))),
+    h("p", { class: "hint" }, `Durations on a ${scale === "log" ? "log-scale" : "linear"} axis. Click a bar to show only traces with a span in that latency range; Shift-click extends the range.`));
+}
+
+function renderReach(el, store) {
+  if (!store) return;
+  const parts = [];
+  parts.push(store.oldest_start_us ? `The store reaches back to ${fmtTime(store.oldest_start_us)}` : "The store is empty");
+  parts.push(store.evicted_traces
+    ? `; ${fmtCount(store.evicted_traces)} older traces (${fmtCount(store.evicted_spans)} spans) were evicted to stay within --store-bytes`
+    : "; nothing has been evicted");
+  if (store.pinned_traces) parts.push(`; ${fmtCount(store.pinned_traces)} pinned trace${store.pinned_traces === 1 ? " is" : "s are"} kept`);
+  el.textContent = `${parts.join("")}.`;
+  el.dataset.evictedTraces = String(store.evicted_traces || 0);
+}
+
+const SORTS = {
+  start: (a, b) => b.start_us - a.start_us,
+  duration: (a, b) => b.duration_us - a.duration_us,
+  spans: (a, b) => b.spans - a.spans,
+  errors: (a, b) => b.errors - a.errors,
+};
+
+/** A scatter plot of the traces: start time across, duration up (log scale); a dot opens its trace. */
+function scatter(traces) {
+  const W = 900;
+  const H = 170;
+  const pad = { l: 56, r: 10, t: 8, b: 22 };
+  const t0 = Math.min(...traces.map((t) => t.start_us));
+  const t1 = Math.max(...traces.map((t) => t.start_us));
+  const d0 = Math.log(Math.max(1, Math.min(...traces.map((t) => t.duration_us))));
+  const d1 = Math.log(Math.max(2, Math.max(...traces.map((t) => t.duration_us))));
+  const x = (us) => pad.l + (t1 > t0 ? (us - t0) / (t1 - t0) : 0.5) * (W - pad.l - pad.r);
+  const y = (us) => H - pad.b - (d1 > d0 ? (Math.log(Math.max(1, us)) - d0) / (d1 - d0) : 0.5) * (H - pad.t - pad.b);
+  const dots = traces.map((t) => h("svg:a", { href: `#/trace/${t.trace_id}`, "aria-label": `${t.root_service} ${t.root_operation}, ${fmtDuration(t.duration_us)}` },
+    h("svg:circle", { cx: x(t.start_us).toFixed(1), cy: y(t.duration_us).toFixed(1), r: 4, class: t.errors ? "dot error" : "dot", dataset: { traceId: t.trace_id } },
+      h("svg:title", {}, `${t.root_service} ${t.root_operation}: ${fmtDuration(t.duration_us)} at ${fmtTime(t.start_us)}`))));
+  const label = (text, lx, ly, anchor) => h("svg:text", { x: lx, y: ly, "text-anchor": anchor, class: "axis-label" }, text);
+  return h("figure", { class: "scatter" },
+    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "scatter-plot", role: "group", "aria-label": "Trace durations over time (log scale)" },
+      h("svg:line", { x1: pad.l, y1: H - pad.b, x2: W - pad.r, y2: H - pad.b, class: "axis-line" }),
+      h("svg:line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: H - pad.b, class: "axis-line" }),
+      label(fmtDuration(Math.exp(d1)), pad.l - 4, pad.t + 8, "end"),
+      label(fmtDuration(Math.exp(d0)), pad.l - 4, H - pad.b, "end"),
+      label(fmtTime(t0), pad.l, H - 6, "start"),
+      label(fmtTime(t1), W - pad.r, H - 6, "end"),
+      dots),
+    h("figcaption", { class: "hint" }, "Each dot is a trace: start time across, duration up (log scale). Click one to open it."));
 }
 
 function renderTraces(section, traces, params, selLo, selHi, limit) {
+  const sort = SORTS[params.get("sort")] ? params.get("sort") : "start";
+  traces = [...traces].sort(SORTS[sort]);
+  const sortBy = (key) => () => {
+    const next = new URLSearchParams(params);
+    if (key === "start") next.delete("sort");
+    else next.set("sort", key);
+    navigate(next);
+  };
+  const sortState = (key) => (sort === key ? "descending" : "none");
   const heading = h("h2", { id: "traces-heading" }, "Example traces");
   const parts = [heading];
   if (selLo || selHi) {
@@ -295,16 +377,23 @@ function renderTraces(section, traces, params, selLo, selHi, limit) {
       h("td", {}, fmtTime(t.start_us)),
       h("td", { class: "num" }, fmtDuration(t.duration_us)),
       h("td", { class: "num" }, fmtCount(t.spans)),
-      h("td", { class: "services-cell" }, (t.services || []).map((s) => h("span", { class: "chip", style: { borderColor: serviceColor(s) } }, s))),
+      h("td", { class: "services-cell", title: (t.services || []).join(", ") },
+        (t.services || []).slice(0, 3).map((s) => h("span", { class: "chip", style: { borderColor: serviceColor(s) } }, s)),
+        (t.services || []).length > 3 ? h("span", { class: "more" }, `+${t.services.length - 3}`) : null),
       h("td", { class: "num" }, fmtCount(t.matched)),
       h("td", { class: `num ${t.errors ? "has-errors" : ""}` }, fmtCount(t.errors)),
-      h("td", { class: "mono" }, t.trace_id));
+      h("td", { class: "mono", title: t.trace_id }, traceIdText(t.trace_id)));
     return linkRow(tr, `Trace ${t.root_service} ${t.root_operation}, ${fmtDuration(t.duration_us)}, ${t.spans} spans, ${t.errors} errors`, () => (location.hash = href));
   });
   const more = traces.length >= Number(limit) ? ` (the newest ${limit}; raise “Traces” for more)` : "";
-  parts.push(table(`${traces.length} trace${traces.length === 1 ? "" : "s"}, newest first${more}`, [
-    { label: "Root span" }, { label: "Start" }, { label: "Duration", num: true }, { label: "Spans", num: true },
-    { label: "Services" }, { label: "Matching spans", num: true }, { label: "Errors", num: true }, { label: "Trace ID" },
+  const order = { start: "newest first", duration: "longest first", spans: "most spans first", errors: "most errors first" }[sort];
+  parts.push(scatter(traces));
+  parts.push(table(`${traces.length} trace${traces.length === 1 ? "" : "s"}, ${order}${more}`, [
+    { label: "Root span" }, { label: "Start", sort: sortState("start"), onSort: sortBy("start") },
+    { label: "Duration", num: true, sort: sortState("duration"), onSort: sortBy("duration") },
+    { label: "Spans", num: true, sort: sortState("spans"), onSort: sortBy("spans") },
+    { label: "Services" }, { label: "Matching spans", num: true },
+    { label: "Errors", num: true, sort: sortState("errors"), onSort: sortBy("errors") }, { label: "Trace ID" },
   ], rows, "traces"));
   replace(section, ...parts);
   announce(`${traces.length} traces match the query`);

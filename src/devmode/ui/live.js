@@ -3,7 +3,7 @@
 // spans back so the list stops moving while you read it.
 
 import * as api from "./api.js";
-import { h, replace, fmtCount, fmtDuration, fmtTime, serviceColor, announce } from "./dom.js";
+import { h, replace, fmtCount, fmtDuration, fmtTime, serviceColor, announce, traceIdText } from "./dom.js";
 
 const KEEP = 500;
 
@@ -32,7 +32,7 @@ export async function render(main) {
       href ? h("a", { href, class: "op" }, s.operation || "?") : h("span", { class: "op" }, s.operation || "?"),
       h("span", { class: "dur" }, fmtDuration(s.duration_us)),
       s.error ? h("span", { class: "err-badge" }, "error") : null,
-      h("span", { class: "mono ids", "aria-hidden": "true" }, s.trace_id ? s.trace_id.slice(0, 16) : ""));
+      h("span", { class: "mono ids", title: s.trace_id || "" }, s.trace_id ? traceIdText(s.trace_id) : ""));
   };
   const add = (spans) => {
     const shown = spans.filter(matches);
