@@ -5,12 +5,14 @@
 //! of a request buffer and leaves inside a [`Batch`] as the same slices.
 
 pub mod batcher;
+pub mod budget;
 pub mod ring;
 
 use bytes::Bytes;
 
 pub use batcher::{BatchLimits, BatchSink, Batcher};
-pub use ring::{Charge, PushError, Ring, RingConfig};
+pub use budget::{Budget, BudgetFull, Charge, Part};
+pub use ring::{PushError, Ring, RingConfig};
 
 use crate::wire::report::SpanRuns;
 
