@@ -5,6 +5,7 @@
 //! here. [`conn`] picks HTTP/1.1 or HTTP/2 per connection; [`router`] puts every service on it.
 
 pub mod auth;
+pub mod blocking;
 pub mod conn;
 pub mod grpc;
 pub mod http;

@@ -9,7 +9,9 @@
 //! this module must never reach past the intake (no batching, no forwarding).
 
 pub mod binary;
+pub mod meter;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,12 +23,13 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use super::auth;
+use self::meter::ModelMeter;
 use super::http::{
     BodyError, Route, body_status, collect_limited, decoded_body, status_of, text_error,
 };
 use super::intake::{IngestError, Intake};
-use crate::pipeline::Protocol;
+use super::{auth, blocking};
+use crate::pipeline::{Charge, Part, Protocol};
 use crate::proto::collector as pb;
 use crate::telemetry;
 
@@ -44,6 +47,19 @@ pub enum ThriftError {
     /// The body is not a well-formed TBinaryProtocol `Report` call.
     #[error("invalid Thrift binary Report call: {0}")]
     Binary(String),
+    /// The decoded report would take more memory than its size allows (a list or object
+    /// bomb): refused before it is allocated.
+    #[error(
+        "the report decodes to more than {limit} bytes ({}x its size): send fewer or fuller elements per report",
+        meter::MODEL_EXPANSION
+    )]
+    TooLarge {
+        /// The allowance in bytes.
+        limit: usize,
+    },
+    /// The memory budget cannot hold the decoded report now.
+    #[error("cannot decode the report now: {0}")]
+    Budget(crate::pipeline::BudgetFull),
     /// A required guid is absent or empty.
     #[error("{field} is missing")]
     MissingGuid {
@@ -247,6 +263,15 @@ fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
 /// Parses Thrift-shaped `ReportRequest` JSON. Invalid UTF-8 is repaired first (real clients
 /// send it; a strict parser would refuse the whole report).
 pub fn parse_json(body: &[u8]) -> Result<ThriftReport, ThriftError> {
+    parse_json_metered(body, &mut meter::ModelMeter::new(body.len()))
+}
+
+/// [`parse_json`], paying `meter` for an upper bound of the model first.
+pub fn parse_json_metered(
+    body: &[u8],
+    meter: &mut meter::ModelMeter,
+) -> Result<ThriftReport, ThriftError> {
+    meter.take(meter::json_model_bytes(body))?;
     let text = String::from_utf8_lossy(body);
     Ok(serde_json::from_str(&text)?)
 }
@@ -282,24 +307,22 @@ pub fn to_report_request(
         reporter_tags.push(string_tag(COMPONENT_NAME, group));
     }
 
-    let mut spans = Vec::new();
-    let mut guids = Vec::new();
-    for (i, record) in report
-        .span_records
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let guid = record.span_guid.clone().unwrap_or_default();
+    let records = report.span_records.unwrap_or_default();
+    let mut spans = Vec::with_capacity(records.len());
+    // Span guid (lowercased) -> index of the first span with it, so log matching is linear.
+    let mut by_guid: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    for (i, record) in records.into_iter().enumerate() {
+        if let Some(guid) = &record.span_guid {
+            by_guid.entry(guid.to_ascii_lowercase()).or_insert(i);
+        }
         spans.push(span(record, i)?);
-        guids.push(guid);
     }
     // Top-level logs that name a span of this report belong to it.
     for log in report.log_records.unwrap_or_default() {
         let owner = log
             .span_guid
             .as_deref()
-            .and_then(|g| guids.iter().position(|s| s.eq_ignore_ascii_case(g)));
+            .and_then(|g| by_guid.get(&g.to_ascii_lowercase()).copied());
         if let Some(index) = owner {
             spans[index].logs.push(self::log(log));
         }
@@ -551,6 +574,8 @@ enum Refused {
     Thrift(#[from] ThriftError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Decode(#[from] blocking::DecodeFailed),
 }
 
 impl IntoResponse for Refused {
@@ -558,49 +583,90 @@ impl IntoResponse for Refused {
         let status = match &self {
             Refused::Body(error) => body_status(error),
             Refused::Thrift(error) => {
-                // The intake never sees these; count them as it counts its own malformed.
+                // The intake never sees these; count them as it counts its own refusals.
+                let (status, reason) = match error {
+                    ThriftError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                    ThriftError::Budget(_) => (StatusCode::SERVICE_UNAVAILABLE, "budget"),
+                    _ => (StatusCode::BAD_REQUEST, "malformed"),
+                };
                 metrics::counter!(
                     telemetry::REPORTS_REJECTED,
                     "protocol" => Protocol::Lightstep.as_str(),
-                    "reason" => "malformed"
+                    "reason" => reason
                 )
                 .increment(1);
-                tracing::debug!(%error, "refused malformed Thrift report");
-                StatusCode::BAD_REQUEST
+                tracing::debug!(%error, "refused Thrift report");
+                status
             }
             Refused::Ingest(error) => status_of(error),
+            Refused::Decode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         text_error(status, self)
     }
 }
 
-/// Reads the body (limit, then `Content-Encoding`).
-async fn body_of(route: &Route, request: Request) -> Result<(http::HeaderMap, Bytes), Refused> {
+/// Reads the body (limit, then `Content-Encoding`) and charges it to the budget.
+async fn body_of(
+    route: &Route,
+    request: Request,
+) -> Result<(http::HeaderMap, Bytes, Charge), Refused> {
     let (parts, body) = request.into_parts();
     let body = collect_limited(body, route.max_message_bytes).await?;
     let body = decoded_body(&parts.headers, body, route.max_message_bytes)?;
-    Ok((parts.headers, body))
+    let charge = route
+        .intake
+        .ring()
+        .budget()
+        .reserve(Part::InFlight, body.len(), 0)
+        .map_err(ThriftError::Budget)?;
+    Ok((parts.headers, body, charge))
 }
 
-/// Hands a converted report to the intake.
-fn ingest(
-    route: &Route,
-    request: pb::ReportRequest,
-    header_token: Option<&[u8]>,
-) -> Result<(), Refused> {
-    route
-        .intake
-        .lightstep_report(Bytes::from(request.encode_to_vec()), header_token)?;
+/// Decodes `body` with `decode` on the blocking pool, paying for the model and the encoded
+/// `ReportRequest` out of `charge`; returns the encoded request, what `decode` returned
+/// beside it, and the charge now covering only the encoded request.
+async fn decode_report<X: Send + 'static>(
+    body: Bytes,
+    charge: Charge,
+    decode: impl FnOnce(&[u8], &mut ModelMeter) -> Result<(pb::ReportRequest, X), ThriftError>
+    + Send
+    + 'static,
+) -> Result<(Bytes, X, Charge), Refused> {
+    let decoded = blocking::decode(move || {
+        let mut meter = ModelMeter::new(body.len()).charged(charge);
+        let (request, extra) = decode(&body, &mut meter)?;
+        let mut charge = meter.into_charge().expect("the meter was charged");
+        let len = request.encoded_len();
+        charge.try_grow(len).map_err(ThriftError::Budget)?;
+        let encoded = Bytes::from(request.encode_to_vec());
+        drop((request, body));
+        // Only the encoded request is held from here on.
+        charge.shrink(charge.bytes().saturating_sub(len));
+        Ok::<_, ThriftError>((encoded, extra, charge))
+    })
+    .await??;
+    Ok(decoded)
+}
+
+/// Hands an encoded report to the intake.
+fn ingest(route: &Route, request: Bytes, header_token: Option<&[u8]>) -> Result<(), Refused> {
+    route.intake.lightstep_report(request, header_token)?;
     Ok(())
 }
 
 async fn json_report(State(route): State<Route>, request: Request) -> Result<Response, Refused> {
     let received = SystemTime::now();
-    let (headers, body) = body_of(&route, request).await?;
+    let (headers, body, charge) = body_of(&route, request).await?;
     // These clients send the token only in the header.
     let header_token = auth::header_token(&headers);
     let token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
-    let request = to_report_request(parse_json(&body)?, token)?;
+    let (request, (), _charge) = decode_report(body, charge, |body, meter| {
+        Ok((
+            to_report_request(parse_json_metered(body, meter)?, token)?,
+            (),
+        ))
+    })
+    .await?;
     ingest(&route, request, header_token)?;
     // The JS tracer feeds `timing` to its clock filter; `errors` must stay empty on success.
     let body = serde_json::json!({
@@ -620,20 +686,18 @@ async fn json_report(State(route): State<Route>, request: Request) -> Result<Res
 
 async fn binary_report(State(route): State<Route>, request: Request) -> Result<Response, Refused> {
     let received = SystemTime::now();
-    let (headers, body) = body_of(&route, request).await?;
-    let call = binary::read_call(&body)?;
+    let (headers, body, charge) = body_of(&route, request).await?;
     let header_token = auth::header_token(&headers);
-    let token = call
-        .access_token
-        .or_else(|| header_token.map(|t| String::from_utf8_lossy(t).into_owned()));
-    let request = to_report_request(call.report, token)?;
+    let fallback_token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
+    let (request, (name, seqid), _charge) = decode_report(body, charge, |body, meter| {
+        let call = binary::read_call_metered(body, meter)?;
+        let token = call.access_token.or(fallback_token);
+        let request = to_report_request(call.report, token)?;
+        Ok((request, (call.name, call.seqid)))
+    })
+    .await?;
     ingest(&route, request, header_token)?;
-    let reply = binary::write_reply(
-        &call.name,
-        call.seqid,
-        micros(received),
-        micros(SystemTime::now()),
-    )?;
+    let reply = binary::write_reply(&name, seqid, micros(received), micros(SystemTime::now()))?;
     Ok(([(header::CONTENT_TYPE, "application/x-thrift")], reply).into_response())
 }
 
@@ -783,6 +847,39 @@ mod tests {
         );
         assert!(parse_guid("+1", "x").is_err());
         assert!(parse_guid("", "x").is_err());
+    }
+
+    #[test]
+    fn many_logs_match_their_spans_in_linear_time() {
+        let spans = 20_000;
+        let mut json = String::from("{\"span_records\":[");
+        for i in 0..spans {
+            json += &format!("{{\"span_guid\":\"{:X}\",\"trace_guid\":\"1\"}},", i + 1);
+        }
+        json.pop();
+        json += "],\"log_records\":[";
+        for i in 0..4 * spans {
+            json += &format!(
+                "{{\"span_guid\":\"{:x}\",\"message\":\"m\"}},",
+                i % spans + 1
+            );
+        }
+        json.pop();
+        json += "]}";
+        let started = std::time::Instant::now();
+        let req = to_report_request(parse_json(json.as_bytes()).unwrap(), None).unwrap();
+        assert!(req.spans.iter().all(|s| s.logs.len() == 4));
+        // Quadratic matching took minutes at this size; linear takes well under a second.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn json_object_bombs_are_refused_before_parsing() {
+        let bomb = format!("{{\"span_records\":[{}{{}}]}}", "{},".repeat(100_000));
+        assert!(matches!(
+            parse_json(bomb.as_bytes()),
+            Err(ThriftError::TooLarge { .. })
+        ));
     }
 
     #[test]
