@@ -521,7 +521,6 @@ mod tests {
             .unwrap();
         p.write_list_begin(&TListIdentifier::new(TType::Struct, count as i32))
             .unwrap();
-        drop(p);
         out.resize(out.len() + count, 0); // each struct: a field stop
         out.extend_from_slice(&[0, 0]); // the request's and the args' stops
         out
