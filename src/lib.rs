@@ -129,7 +129,8 @@ pub async fn run(
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
-        .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()));
+        .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()))
+        .with_max_message_bytes(config.max_message_bytes);
     // Developer mode keeps a copy of every accepted span; forwarding is unchanged.
     let devmode = match config.mode {
         Mode::Dev => Some(devmode::DevMode::start(config.store_bytes)?),

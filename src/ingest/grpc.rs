@@ -24,6 +24,7 @@ use super::auth;
 use super::intake::{IngestError, Intake};
 use crate::pipeline::PushError;
 use crate::proto::collector::ReportResponse;
+use crate::translate::TranslateError;
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
@@ -166,6 +167,9 @@ impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
 
 fn status_of(error: IngestError) -> Status {
     match error {
+        IngestError::Untranslatable(TranslateError::TooLarge { .. }) => {
+            Status::resource_exhausted(error.to_string())
+        }
         IngestError::Malformed(_)
         | IngestError::MalformedOtlp(_)
         | IngestError::Untranslatable(_) => Status::invalid_argument(error.to_string()),

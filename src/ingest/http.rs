@@ -108,6 +108,9 @@ pub fn media_type(headers: &HeaderMap) -> String {
 /// The HTTP status for an ingest error.
 pub fn status_of(error: &IngestError) -> StatusCode {
     match error {
+        IngestError::Untranslatable(crate::translate::TranslateError::TooLarge { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         IngestError::Malformed(_)
         | IngestError::MalformedOtlp(_)
         | IngestError::Untranslatable(_) => StatusCode::BAD_REQUEST,

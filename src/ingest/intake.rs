@@ -50,6 +50,7 @@ pub struct Intake {
     ring: Ring,
     tokens: TokenPolicy,
     max_run_bytes: usize,
+    max_message_bytes: usize,
     forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
@@ -64,6 +65,7 @@ struct ProtocolCounters {
     client_dropped: Counter,
     malformed: Counter,
     untranslatable: Counter,
+    too_large: Counter,
     refused: Counter,
     /// Spans translated from this protocol into the other one.
     translated: Counter,
@@ -78,6 +80,7 @@ impl ProtocolCounters {
             client_dropped: metrics::counter!(telemetry::CLIENT_DROPPED_SPANS, "protocol" => p),
             malformed: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "malformed"),
             untranslatable: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "untranslatable"),
+            too_large: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "too_large"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
             translated: {
                 let to = match protocol {
@@ -97,6 +100,7 @@ impl Intake {
             ring,
             tokens,
             max_run_bytes,
+            max_message_bytes: usize::MAX,
             forced: None,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
             otlp: ProtocolCounters::new(Protocol::Otlp),
@@ -108,6 +112,12 @@ impl Intake {
     /// one); `None` (`auto`) lets each leave in the protocol it arrived in.
     pub fn with_upstream_protocol(mut self, protocol: Option<Protocol>) -> Self {
         self.forced = protocol;
+        self
+    }
+
+    /// Refuses translations larger than `max_message_bytes` (`--max-message-bytes`).
+    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
         self
     }
 
@@ -200,7 +210,7 @@ impl Intake {
             return Ok(Accepted { spans: 0 });
         }
         let accepted = if self.forced == Some(Protocol::Lightstep) {
-            self.otlp_as_lightstep(&body, header_token)?
+            self.otlp_as_lightstep(&body, u64::from(spans.count), header_token)?
         } else {
             let key = BatchKey {
                 protocol: Protocol::Otlp,
@@ -230,17 +240,19 @@ impl Intake {
         // The scan may come from a streamed upload: rebuild the report from its parts (the
         // token is already resolved, so it is left out).
         let offset = scan.timestamp_offset_micros;
+        let input = report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes;
+        translate::check_decoded_size(u64::from(scan.spans.count), input)
+            .map_err(|error| self.untranslatable(counters, error))?;
         let mut report =
             Vec::with_capacity(report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes);
         write_report_header(&mut report, &scan.reporter, &[], offset);
         for run in &scan.spans.runs {
             report.extend_from_slice(run);
         }
-        let translated = translate::report_bytes_to_export(&report, self.max_run_bytes)
-            .inspect_err(|error| {
-                counters.untranslatable.increment(1);
-                tracing::debug!(%error, "refused untranslatable report");
-            })?;
+        let limit = translate::output_limit(report.len(), self.max_message_bytes);
+        let translated =
+            translate::report_bytes_to_export_within(&report, self.max_run_bytes, limit)
+                .map_err(|error| self.untranslatable(counters, error))?;
         let spans = scan_export(&translated.body, self.max_run_bytes)?;
         let key = BatchKey {
             protocol: Protocol::Otlp,
@@ -258,14 +270,15 @@ impl Intake {
     fn otlp_as_lightstep(
         &self,
         body: &[u8],
+        spans: u64,
         header_token: Option<&[u8]>,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.otlp;
         let token = self.tokens.resolve(None, header_token);
-        let reports = translate::export_bytes_to_reports(body).inspect_err(|error| {
-            counters.untranslatable.increment(1);
-            tracing::debug!(%error, "refused untranslatable OTLP export");
-        })?;
+        let limit = translate::output_limit(body.len(), self.max_message_bytes);
+        let reports = translate::check_decoded_size(spans, body.len())
+            .and_then(|()| translate::export_bytes_to_reports_within(body, limit))
+            .map_err(|error| self.untranslatable(counters, error))?;
         let count: u32 = reports.iter().map(|r| r.spans).sum();
         let mut admitted: Vec<(BatchKey, SpanRuns, Charge)> = Vec::with_capacity(reports.len());
         for report in reports {
@@ -294,6 +307,17 @@ impl Intake {
         counters.spans.increment(u64::from(count));
         counters.translated.increment(u64::from(count));
         Ok(Accepted { spans: count })
+    }
+
+    /// Counts a report that cannot be translated (by reason: too large, or malformed).
+    fn untranslatable(&self, counters: &ProtocolCounters, error: TranslateError) -> IngestError {
+        if matches!(error, TranslateError::TooLarge { .. }) {
+            counters.too_large.increment(1);
+        } else {
+            counters.untranslatable.increment(1);
+        }
+        tracing::debug!(%error, "refused untranslatable report");
+        error.into()
     }
 
     /// Counts a refusal of `spans` spans by the ring.
