@@ -16,9 +16,7 @@ use crate::telemetry::{self, DropReason};
 use crate::translate::{self, TranslateError};
 use crate::wire::WireError;
 use crate::wire::otlp::{OtlpError, scan_export};
-use crate::wire::report::{
-    ReportScan, SpanRuns, report_header_len, scan_report, write_report_header,
-};
+use crate::wire::report::{ReportScan, SpanRuns, assemble_report, report_header_len, scan_report};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +33,35 @@ pub enum IngestError {
     /// The buffer has no room (or is draining): the client should retry later.
     #[error("cannot accept report now: {0}")]
     Unavailable(#[from] PushError),
+}
+
+/// Where accepted requests are also offered, as they arrived, whatever protocol they leave
+/// in. The intake defines it and knows nothing of who implements it (developer mode's store
+/// does). Called on the request path: it must neither block nor fail the request.
+pub trait Tee: Send + Sync + std::fmt::Debug + 'static {
+    /// An accepted OTLP `ExportTraceServiceRequest` holding `spans` spans.
+    fn otlp(&self, body: Bytes, spans: u32);
+
+    /// The accepted parts of a Lightstep `ReportRequest`: its encoded `Reporter`, clock offset
+    /// and `spans` span fields (each a whole tagged field, as the scanner cuts them);
+    /// [`assemble_report`] puts them back together.
+    fn lightstep(
+        &self,
+        reporter: Bytes,
+        timestamp_offset_micros: i64,
+        runs: Vec<Bytes>,
+        spans: u32,
+    );
+}
+
+/// Why a request was refused before the intake saw a report (the `reason` label of
+/// `cubesat_reports_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Over `--max-message-bytes`, or decoding / translating it would be (`too_large`).
+    TooLarge,
+    /// The memory budget has no room to read or decode it now (`budget`).
+    Budget,
 }
 
 /// What was accepted.
@@ -54,8 +81,8 @@ pub struct Intake {
     forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
-    /// Developer mode: accepted requests are also offered to the trace store.
-    tee: Option<crate::devmode::Tee>,
+    /// Where accepted requests are also offered (developer mode's store, wired in `lib.rs`).
+    tee: Option<Box<dyn Tee>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +93,7 @@ struct ProtocolCounters {
     malformed: Counter,
     untranslatable: Counter,
     too_large: Counter,
+    budget: Counter,
     refused: Counter,
     /// Spans translated from this protocol into the other one.
     translated: Counter,
@@ -81,14 +109,9 @@ impl ProtocolCounters {
             malformed: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "malformed"),
             untranslatable: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "untranslatable"),
             too_large: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "too_large"),
+            budget: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "budget"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
-            translated: {
-                let to = match protocol {
-                    Protocol::Lightstep => Protocol::Otlp,
-                    Protocol::Otlp => Protocol::Lightstep,
-                };
-                metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => to.as_str())
-            },
+            translated: metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => protocol.other().as_str()),
         }
     }
 }
@@ -121,9 +144,9 @@ impl Intake {
         self
     }
 
-    /// Also offers every accepted request to developer mode's trace store.
-    pub fn with_tee(mut self, tee: crate::devmode::Tee) -> Self {
-        self.tee = Some(tee);
+    /// Also offers every accepted request to `tee`.
+    pub fn with_tee(mut self, tee: impl Tee) -> Self {
+        self.tee = Some(Box::new(tee));
         self
     }
 
@@ -188,6 +211,25 @@ impl Intake {
         Ok(accepted)
     }
 
+    /// Counts a Lightstep report refused as malformed before it could reach the intake (the
+    /// Thrift transports read their own model first).
+    pub fn lightstep_malformed(&self) {
+        self.lightstep.malformed.increment(1);
+    }
+
+    /// Counts a request of `protocol` refused before it reached the intake (its body or its
+    /// decoded form too large, or no room in the budget to read it).
+    pub fn count_refused(&self, protocol: Protocol, reason: RefusalReason) {
+        let counters = match protocol {
+            Protocol::Lightstep => &self.lightstep,
+            Protocol::Otlp => &self.otlp,
+        };
+        match reason {
+            RefusalReason::TooLarge => counters.too_large.increment(1),
+            RefusalReason::Budget => counters.budget.increment(1),
+        }
+    }
+
     /// Counts spans lost because their stream was cut off mid-span.
     pub fn lightstep_truncated(&self, spans: u64) {
         telemetry::count_dropped(DropReason::Truncated, spans);
@@ -243,12 +285,7 @@ impl Intake {
         let input = report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes;
         translate::check_decoded_size(u64::from(scan.spans.count), input)
             .map_err(|error| self.untranslatable(counters, error))?;
-        let mut report =
-            Vec::with_capacity(report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes);
-        write_report_header(&mut report, &scan.reporter, &[], offset);
-        for run in &scan.spans.runs {
-            report.extend_from_slice(run);
-        }
+        let report = assemble_report(&scan.reporter, &[], offset, &scan.spans.runs);
         let limit = translate::output_limit(report.len(), self.max_message_bytes);
         let translated =
             translate::report_bytes_to_export_within(&report, self.max_run_bytes, limit)

@@ -61,6 +61,7 @@ impl From<thrift::Error> for ThriftError {
 }
 
 /// Reads a TBinaryProtocol (strict or not) `Report` CALL message.
+#[cfg(test)]
 pub fn read_call(body: &[u8]) -> Result<Call, ThriftError> {
     read_call_metered(body, &mut ModelMeter::new(body.len()))
 }
