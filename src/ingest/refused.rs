@@ -127,6 +127,7 @@ impl From<BodyError> for Refused {
     fn from(error: BodyError) -> Self {
         match error {
             BodyError::TooLarge { .. } => Refused::too_large(error),
+            BodyError::Budget(_) => Refused::unavailable(error),
             BodyError::MediaType { .. } => Refused::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Code::InvalidArgument,

@@ -27,12 +27,12 @@ use axum::routing::post;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::ingest::http::{Route, collect_limited, decoded_body};
+use crate::ingest::http::Route;
 use crate::ingest::intake::Intake;
 use crate::ingest::intake::RefusalReason;
 use crate::ingest::refused::Refused;
 use crate::ingest::{auth, blocking};
-use crate::pipeline::{Charge, Part, Protocol};
+use crate::pipeline::{Charge, Protocol};
 use crate::proto::collector as pb;
 use meter::ModelMeter;
 use tonic::Code;
@@ -123,14 +123,9 @@ async fn body_of(
     request: Request,
 ) -> Result<(http::HeaderMap, Bytes, Charge), Refused> {
     let (parts, body) = request.into_parts();
-    let body = collect_limited(body, route.max_message_bytes).await?;
-    let body = decoded_body(&parts.headers, body, route.max_message_bytes)?;
-    let charge = route
-        .intake
-        .ring()
-        .budget()
-        .reserve(Part::InFlight, body.len(), 0)
-        .map_err(|full| refused(route, ThriftError::Budget(full)))?;
+    let (body, charge) = route
+        .read_body(Protocol::Lightstep, &parts.headers, body)
+        .await?;
     Ok((parts.headers, body, charge))
 }
 
