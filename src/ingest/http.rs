@@ -84,6 +84,7 @@ pub async fn collect_charged(
     use http_body_util::BodyExt;
     let declared = content_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
+        discard(body, limit).await;
         return Err(BodyError::TooLarge { limit });
     }
     let declared = declared.map_or(0, |n| n as usize);
@@ -138,6 +139,23 @@ impl Route {
             self.intake.count_refused(protocol, reason);
         })
     }
+}
+
+/// Reads and drops up to `limit` bytes of a refused body (for at most a second), so a client
+/// that writes its whole body before reading the answer sees the 413 instead of a reset.
+/// Nothing is kept: each frame is dropped as it arrives.
+async fn discard(mut body: axum::body::Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// The request body after `Content-Encoding`, never past `limit` bytes; the decompressed
