@@ -138,6 +138,7 @@ pub async fn run(
         max_connections: config.max_connections,
         tls_handshake_timeout: Duration::from_secs(10),
         drain_timeout: config.drain_timeout,
+        budget_bytes: config.buffer_bytes,
     };
     let mut servers = JoinSet::new();
     servers.spawn(conn::serve(
