@@ -132,7 +132,8 @@ pub async fn run(
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
-        .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()));
+        .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()))
+        .with_max_message_bytes(config.max_message_bytes);
     // Developer mode keeps a copy of every accepted span; forwarding is unchanged.
     let devmode = match config.mode {
         Mode::Dev => Some(devmode::DevMode::start(config.store_bytes)?),
@@ -148,6 +149,7 @@ pub async fn run(
         max_connections: config.max_connections,
         tls_handshake_timeout: Duration::from_secs(10),
         drain_timeout: config.drain_timeout,
+        budget_bytes: config.buffer_bytes,
     };
     let mut servers = JoinSet::new();
     servers.spawn(conn::serve(

@@ -22,6 +22,9 @@ pub const SPANS_DROPPED: &str = "cubesat_spans_dropped_total";
 pub const CLIENT_DROPPED_SPANS: &str = "cubesat_client_dropped_spans_total";
 /// Bytes of reports held in the buffer, from ingest until the upstream answers.
 pub const BUFFER_BYTES: &str = "cubesat_buffer_bytes";
+/// Bytes of the buffer budget held by each `part` of the path (in_flight, ring, batches,
+/// upstream).
+pub const BUFFER_PART_BYTES: &str = "cubesat_buffer_part_bytes";
 /// The buffer's configured byte budget.
 pub const BUFFER_CAPACITY_BYTES: &str = "cubesat_buffer_capacity_bytes";
 /// Upstream batches sent, by `outcome` (ok / retry / rejected).
@@ -111,6 +114,11 @@ pub fn describe() {
         BUFFER_BYTES,
         Unit::Bytes,
         "Bytes of reports held between ingest and upstream."
+    );
+    describe_gauge!(
+        BUFFER_PART_BYTES,
+        Unit::Bytes,
+        "Bytes of the buffer budget held by each part of the path (in_flight, ring, batches, upstream)."
     );
     describe_gauge!(
         BUFFER_CAPACITY_BYTES,

@@ -31,6 +31,20 @@ pub struct ConnLimits {
     pub tls_handshake_timeout: Duration,
     /// How long open connections get to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// The memory budget (`--buffer-bytes`): HTTP/2 flow-control windows are sized from it.
+    pub budget_bytes: usize,
+}
+
+/// Concurrent HTTP/2 streams per connection (what Envoy and gRPC servers allow by default).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// HTTP/2 flow-control windows (connection, stream) for a `budget_bytes` budget: the
+/// connection window 1/64 of the budget (64 KiB to 4 MiB), a stream a quarter of it, so
+/// what a client may send unasked stays a small share of the budget.
+pub fn h2_windows(budget_bytes: usize) -> (u32, u32) {
+    let connection = (budget_bytes / 64).clamp(64 << 10, 4 << 20);
+    let stream = (connection / 4).max(64 << 10);
+    (connection as u32, stream as u32)
 }
 
 /// Serves `app` on `listener` (through `tls` when given) until `shutdown`.
@@ -48,11 +62,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
+    let (connection_window, stream_window) = h2_windows(limits.budget_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
-        .adaptive_window(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_connection_window_size(connection_window)
+        .initial_stream_window_size(stream_window)
         .keep_alive_interval(Some(Duration::from_secs(60)));
     let open = metrics::gauge!(telemetry::CONNECTIONS_OPEN);
     let refused = metrics::counter!(telemetry::CONNECTIONS_REFUSED);

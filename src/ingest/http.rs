@@ -6,9 +6,10 @@ use std::io::Read;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::refused::Refused;
+use crate::pipeline::{Budget, BudgetFull, Charge, Part};
 
 /// What every HTTP ingest route needs: the door into the pipeline and the body size limit.
 #[derive(Clone)]
@@ -50,10 +51,121 @@ pub enum BodyError {
     /// The body could not be decoded as the media type says.
     #[error("{0}")]
     Invalid(String),
+    /// The memory budget cannot hold the body now; retry later.
+    #[error("cannot take the request body now: {0}")]
+    Budget(#[from] BudgetFull),
 }
 
-/// The request body after `Content-Encoding`, never past `limit` bytes.
-pub fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+/// Memory held per request besides its body (request head, buffers, bookkeeping), charged
+/// with every body so a flood of tiny requests is paid for too.
+pub const REQUEST_OVERHEAD: usize = 4 << 10;
+
+/// Decompressed output is read and charged in steps of this size.
+const INFLATE_STEP: usize = 64 << 10;
+
+/// The declared `Content-Length`, if any.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Collects a request body, charged to `budget` before each byte is allocated: refused at
+/// once (413) when `Content-Length` passes `limit`, and (503) when the budget cannot hold the
+/// declared size now; a body of unknown length reserves as it grows. The charge covers the
+/// buffer's capacity and [`REQUEST_OVERHEAD`].
+pub async fn collect_charged(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    limit: usize,
+    budget: &Budget,
+) -> Result<(Bytes, Charge), BodyError> {
+    use http_body_util::BodyExt;
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > limit as u64) {
+        discard(body, limit).await;
+        return Err(BodyError::TooLarge { limit });
+    }
+    let declared = declared.map_or(0, |n| n as usize);
+    let mut charge = budget.reserve(Part::InFlight, REQUEST_OVERHEAD + declared, 0)?;
+    let mut buf = BytesMut::with_capacity(declared);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| BodyError::Invalid(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = buf.len() + data.len();
+        if need > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        if need > buf.capacity() {
+            // Double (within the limit), paying for the new capacity before allocating it.
+            let capacity = need.max(buf.capacity().saturating_mul(2)).min(limit);
+            charge.try_grow(capacity - buf.capacity())?;
+            buf.reserve(capacity - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), charge))
+}
+
+impl Route {
+    /// Reads a request body of `protocol` within the limit and the budget, then undoes its
+    /// `Content-Encoding`; returns it with the in-flight charge that pays for it. Refusals for
+    /// size and for room are counted by reason.
+    pub async fn read_body(
+        &self,
+        protocol: crate::pipeline::Protocol,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<(Bytes, Charge), BodyError> {
+        let limit = self.max_message_bytes;
+        let read = async {
+            let (body, mut charge) =
+                collect_charged(body, headers, limit, self.intake.ring().budget()).await?;
+            let body = decoded_body(headers, body, limit, &mut charge)?;
+            Ok((body, charge))
+        };
+        read.await.inspect_err(|error| {
+            let reason = match error {
+                BodyError::TooLarge { .. } => super::intake::RefusalReason::TooLarge,
+                BodyError::Budget(_) => super::intake::RefusalReason::Budget,
+                _ => return,
+            };
+            tracing::debug!(%error, "refused request body");
+            self.intake.count_refused(protocol, reason);
+        })
+    }
+}
+
+/// Reads and drops up to `limit` bytes of a refused body (for at most a second), so a client
+/// that writes its whole body before reading the answer sees the 413 instead of a reset.
+/// Nothing is kept: each frame is dropped as it arrives.
+async fn discard(mut body: axum::body::Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+/// The request body after `Content-Encoding`, never past `limit` bytes; the decompressed
+/// output is paid out of `charge` as it grows, and the compressed input given back after.
+pub fn decoded_body(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    charge: &mut Charge,
+) -> Result<Bytes, BodyError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| {
@@ -77,18 +189,34 @@ pub fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<By
         ),
         other => return Err(BodyError::Encoding(other.to_owned())),
     };
-    // Read one byte past the limit to tell "exactly at" from "over" (a zip bomb stops here).
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    (&mut reader)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| BodyError::Corrupt {
-            encoding: name,
-            message: e.to_string(),
-        })?;
-    if out.len() > limit {
-        return Err(BodyError::TooLarge { limit });
+    // Read in steps, each paid for first, one byte past the limit to tell "exactly at" from
+    // "over" (a zip bomb stops here).
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let step = INFLATE_STEP.min(limit + 1 - out.len());
+        if out.capacity() < out.len() + step {
+            let capacity = (out.len() + step).max(out.capacity() * 2).min(limit + 1);
+            charge.try_grow(capacity - out.capacity())?;
+            out.reserve_exact(capacity - out.len());
+        }
+        let read = (&mut reader)
+            .take(step as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| BodyError::Corrupt {
+                encoding: name,
+                message: e.to_string(),
+            })?;
+        if out.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        if read == 0 || out.len() == limit + 1 {
+            break;
+        }
     }
+    let compressed = body.len();
+    drop(reader);
+    drop(body);
+    charge.shrink(compressed);
     Ok(Bytes::from(out))
 }
 
@@ -100,22 +228,6 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-/// Collects a request body, refusing it past `limit` bytes (before decompression).
-pub async fn collect_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
-    use http_body_util::BodyExt;
-    http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                BodyError::TooLarge { limit }
-            } else {
-                BodyError::Invalid(format!("reading the request body: {e}"))
-            }
-        })
 }
 
 /// Permissive CORS for browser tracers: any origin, POST, and the token header.
@@ -166,6 +278,12 @@ mod tests {
         enc.finish().unwrap().into()
     }
 
+    fn charge() -> Charge {
+        Budget::new(64 << 20, 0.9, 0.5)
+            .reserve(Part::InFlight, 0, 0)
+            .unwrap()
+    }
+
     fn headers(encoding: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
@@ -179,11 +297,11 @@ mod tests {
     fn gzip_is_inflated_within_the_limit() {
         let body = gzip(b"hello");
         assert_eq!(
-            decoded_body(&headers("gzip"), body.clone(), 5).unwrap(),
+            decoded_body(&headers("gzip"), body.clone(), 5, &mut charge()).unwrap(),
             "hello"
         );
         assert!(matches!(
-            decoded_body(&headers("gzip"), body, 4),
+            decoded_body(&headers("gzip"), body, 4, &mut charge()),
             Err(BodyError::TooLarge { limit: 4 })
         ));
     }
@@ -193,16 +311,23 @@ mod tests {
         let body = gzip(&vec![0u8; 10 << 20]);
         assert!(body.len() < 64 << 10);
         assert!(matches!(
-            decoded_body(&headers("gzip"), body, 1 << 20),
+            decoded_body(&headers("gzip"), body, 1 << 20, &mut charge()),
             Err(BodyError::TooLarge { .. })
         ));
     }
 
     #[test]
     fn bad_encodings_are_named() {
-        let err = decoded_body(&headers("br"), Bytes::from_static(b"x"), 10).unwrap_err();
+        let err =
+            decoded_body(&headers("br"), Bytes::from_static(b"x"), 10, &mut charge()).unwrap_err();
         assert!(err.to_string().contains("br"));
-        let err = decoded_body(&headers("gzip"), Bytes::from_static(b"nope"), 10).unwrap_err();
+        let err = decoded_body(
+            &headers("gzip"),
+            Bytes::from_static(b"nope"),
+            10,
+            &mut charge(),
+        )
+        .unwrap_err();
         assert_eq!(Refused::from(err).http_status(), StatusCode::BAD_REQUEST);
     }
 

@@ -16,7 +16,7 @@ use crate::telemetry::{self, DropReason};
 use crate::translate::{self, TranslateError};
 use crate::wire::WireError;
 use crate::wire::otlp::{OtlpError, scan_export};
-use crate::wire::report::{ReportScan, SpanRuns, assemble_report, scan_report};
+use crate::wire::report::{ReportScan, SpanRuns, assemble_report, report_header_len, scan_report};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,16 @@ pub trait Tee: Send + Sync + std::fmt::Debug + 'static {
     );
 }
 
+/// Why a request was refused before the intake saw a report (the `reason` label of
+/// `cubesat_reports_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Over `--max-message-bytes`, or decoding / translating it would be (`too_large`).
+    TooLarge,
+    /// The memory budget has no room to read or decode it now (`budget`).
+    Budget,
+}
+
 /// What was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
@@ -67,6 +77,7 @@ pub struct Intake {
     ring: Ring,
     tokens: TokenPolicy,
     max_run_bytes: usize,
+    max_message_bytes: usize,
     forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
@@ -81,6 +92,8 @@ struct ProtocolCounters {
     client_dropped: Counter,
     malformed: Counter,
     untranslatable: Counter,
+    too_large: Counter,
+    budget: Counter,
     refused: Counter,
     /// Spans translated from this protocol into the other one.
     translated: Counter,
@@ -95,6 +108,8 @@ impl ProtocolCounters {
             client_dropped: metrics::counter!(telemetry::CLIENT_DROPPED_SPANS, "protocol" => p),
             malformed: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "malformed"),
             untranslatable: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "untranslatable"),
+            too_large: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "too_large"),
+            budget: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "budget"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
             translated: metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => protocol.other().as_str()),
         }
@@ -108,6 +123,7 @@ impl Intake {
             ring,
             tokens,
             max_run_bytes,
+            max_message_bytes: usize::MAX,
             forced: None,
             lightstep: ProtocolCounters::new(Protocol::Lightstep),
             otlp: ProtocolCounters::new(Protocol::Otlp),
@@ -119,6 +135,12 @@ impl Intake {
     /// one); `None` (`auto`) lets each leave in the protocol it arrived in.
     pub fn with_upstream_protocol(mut self, protocol: Option<Protocol>) -> Self {
         self.forced = protocol;
+        self
+    }
+
+    /// Refuses translations larger than `max_message_bytes` (`--max-message-bytes`).
+    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
         self
     }
 
@@ -195,6 +217,19 @@ impl Intake {
         self.lightstep.malformed.increment(1);
     }
 
+    /// Counts a request of `protocol` refused before it reached the intake (its body or its
+    /// decoded form too large, or no room in the budget to read it).
+    pub fn count_refused(&self, protocol: Protocol, reason: RefusalReason) {
+        let counters = match protocol {
+            Protocol::Lightstep => &self.lightstep,
+            Protocol::Otlp => &self.otlp,
+        };
+        match reason {
+            RefusalReason::TooLarge => counters.too_large.increment(1),
+            RefusalReason::Budget => counters.budget.increment(1),
+        }
+    }
+
     /// Counts spans lost because their stream was cut off mid-span.
     pub fn lightstep_truncated(&self, spans: u64) {
         telemetry::count_dropped(DropReason::Truncated, spans);
@@ -217,7 +252,7 @@ impl Intake {
             return Ok(Accepted { spans: 0 });
         }
         let accepted = if self.forced == Some(Protocol::Lightstep) {
-            self.otlp_as_lightstep(&body, header_token)?
+            self.otlp_as_lightstep(&body, u64::from(spans.count), header_token)?
         } else {
             let key = BatchKey {
                 protocol: Protocol::Otlp,
@@ -246,17 +281,15 @@ impl Intake {
             .resolve(scan.access_token.as_ref(), header_token);
         // The scan may come from a streamed upload: rebuild the report from its parts (the
         // token is already resolved, so it is left out).
-        let report = assemble_report(
-            &scan.reporter,
-            &[],
-            scan.timestamp_offset_micros,
-            &scan.spans.runs,
-        );
-        let translated = translate::report_bytes_to_export(&report, self.max_run_bytes)
-            .inspect_err(|error| {
-                counters.untranslatable.increment(1);
-                tracing::debug!(%error, "refused untranslatable report");
-            })?;
+        let offset = scan.timestamp_offset_micros;
+        let input = report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes;
+        translate::check_decoded_size(u64::from(scan.spans.count), input)
+            .map_err(|error| self.untranslatable(counters, error))?;
+        let report = assemble_report(&scan.reporter, &[], offset, &scan.spans.runs);
+        let limit = translate::output_limit(report.len(), self.max_message_bytes);
+        let translated =
+            translate::report_bytes_to_export_within(&report, self.max_run_bytes, limit)
+                .map_err(|error| self.untranslatable(counters, error))?;
         let spans = scan_export(&translated.body, self.max_run_bytes)?;
         let key = BatchKey {
             protocol: Protocol::Otlp,
@@ -274,14 +307,15 @@ impl Intake {
     fn otlp_as_lightstep(
         &self,
         body: &[u8],
+        spans: u64,
         header_token: Option<&[u8]>,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.otlp;
         let token = self.tokens.resolve(None, header_token);
-        let reports = translate::export_bytes_to_reports(body).inspect_err(|error| {
-            counters.untranslatable.increment(1);
-            tracing::debug!(%error, "refused untranslatable OTLP export");
-        })?;
+        let limit = translate::output_limit(body.len(), self.max_message_bytes);
+        let reports = translate::check_decoded_size(spans, body.len())
+            .and_then(|()| translate::export_bytes_to_reports_within(body, limit))
+            .map_err(|error| self.untranslatable(counters, error))?;
         let count: u32 = reports.iter().map(|r| r.spans).sum();
         let mut admitted: Vec<(BatchKey, SpanRuns, Charge)> = Vec::with_capacity(reports.len());
         for report in reports {
@@ -310,6 +344,17 @@ impl Intake {
         counters.spans.increment(u64::from(count));
         counters.translated.increment(u64::from(count));
         Ok(Accepted { spans: count })
+    }
+
+    /// Counts a report that cannot be translated (by reason: too large, or malformed).
+    fn untranslatable(&self, counters: &ProtocolCounters, error: TranslateError) -> IngestError {
+        if matches!(error, TranslateError::TooLarge { .. }) {
+            counters.too_large.increment(1);
+        } else {
+            counters.untranslatable.increment(1);
+        }
+        tracing::debug!(%error, "refused untranslatable report");
+        error.into()
     }
 
     /// Counts a refusal of `spans` spans by the ring.

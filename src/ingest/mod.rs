@@ -9,6 +9,7 @@
 //! developer mode: it receives accepted requests through the [`Tee`] trait.
 
 pub mod auth;
+pub(crate) mod blocking;
 pub(crate) mod conn;
 pub(crate) mod grpc;
 pub(crate) mod http;
@@ -87,7 +88,8 @@ pub async fn router(
                 // Browser tracers post cross-origin; gRPC routes need no CORS.
                 .layer(http::cors()),
         )
-        // Bodies are limited per route, after decompression, in `http::decoded_body`.
+        // Bodies are limited and charged per route, before and after decompression, in
+        // `http::Route::read_body`.
         .layer(axum::extract::DefaultBodyLimit::max(max_message_bytes))
         .fallback(http::fallback);
     Ok(IngestRoutes { router, health })

@@ -107,6 +107,9 @@ impl std::fmt::Display for Refused {
 impl From<IngestError> for Refused {
     fn from(error: IngestError) -> Self {
         match error {
+            IngestError::Untranslatable(crate::translate::TranslateError::TooLarge { .. }) => {
+                Refused::too_large(error)
+            }
             IngestError::Malformed(_)
             | IngestError::MalformedOtlp(_)
             | IngestError::Untranslatable(_) => Refused::bad_request(error),
@@ -124,6 +127,7 @@ impl From<BodyError> for Refused {
     fn from(error: BodyError) -> Self {
         match error {
             BodyError::TooLarge { .. } => Refused::too_large(error),
+            BodyError::Budget(_) => Refused::unavailable(error),
             BodyError::MediaType { .. } => Refused::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Code::InvalidArgument,

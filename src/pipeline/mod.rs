@@ -5,14 +5,16 @@
 //! of a request buffer and leaves inside a [`Batch`] as the same slices.
 
 pub mod batcher;
+pub mod budget;
 pub mod protocol;
 pub mod ring;
 
 use bytes::Bytes;
 
 pub use batcher::{BatchLimits, BatchSink, Batcher};
+pub use budget::{Budget, BudgetFull, Charge, Part};
 pub use protocol::{Protocol, TOKEN_HEADER};
-pub use ring::{Charge, PushError, Ring, RingConfig};
+pub use ring::{PushError, Ring, RingConfig};
 
 use crate::wire::report::SpanRuns;
 

@@ -8,12 +8,11 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::budget::{Budget, BudgetFull, Charge, Part};
 use super::{BatchKey, Report};
-use crate::telemetry;
 use crate::wire::report::SpanRuns;
 
 /// Limits of the ring, from configuration.
@@ -47,77 +46,12 @@ pub enum PushError {
     Closed,
 }
 
-#[derive(Debug)]
-struct Budget {
-    capacity: usize,
-    high: usize,
-    low: usize,
-    used: AtomicUsize,
-    spans: AtomicU64,
-    above_high: AtomicBool,
-    gauge: metrics::Gauge,
-}
-
-impl Budget {
-    fn reserve(&self, bytes: usize) -> Result<(), PushError> {
-        let result = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes)
-                    .filter(|total| *total <= self.capacity)
-            });
-        match result {
-            Ok(before) => {
-                let now = before + bytes;
-                if now > self.high {
-                    self.above_high.store(true, Ordering::Release);
-                }
-                self.gauge.set(now as f64);
-                Ok(())
-            }
-            Err(used) => Err(PushError::Full {
-                needed: bytes,
-                free: self.capacity.saturating_sub(used),
-                capacity: self.capacity,
-            }),
-        }
-    }
-
-    fn release(&self, bytes: usize, spans: u64) {
-        let now = self.used.fetch_sub(bytes, Ordering::AcqRel) - bytes;
-        self.spans.fetch_sub(spans, Ordering::AcqRel);
-        if now < self.low {
-            self.above_high.store(false, Ordering::Release);
-        }
-        self.gauge.set(now as f64);
-    }
-}
-
-/// A share of the ring's budget. Dropping it gives the bytes back.
-#[derive(Debug)]
-pub struct Charge {
-    budget: Arc<Budget>,
-    bytes: usize,
-    spans: u64,
-}
-
-impl Charge {
-    /// Takes over `other`'s share, so a batch holds one charge however many reports it has.
-    pub fn absorb(&mut self, mut other: Charge) {
-        self.bytes += std::mem::take(&mut other.bytes);
-        self.spans += std::mem::take(&mut other.spans);
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        if self.bytes > 0 || self.spans > 0 {
-            self.budget.release(self.bytes, self.spans);
+impl From<BudgetFull> for PushError {
+    fn from(full: BudgetFull) -> Self {
+        PushError::Full {
+            needed: full.needed,
+            free: full.free,
+            capacity: full.capacity,
         }
     }
 }
@@ -125,7 +59,7 @@ impl Drop for Charge {
 /// The producer side of the ring; cheap to clone, shared by every ingest handler.
 #[derive(Debug, Clone)]
 pub struct Ring {
-    budget: Arc<Budget>,
+    budget: Budget,
     shards: Arc<[mpsc::UnboundedSender<Report>]>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -133,17 +67,7 @@ pub struct Ring {
 impl Ring {
     /// Makes a ring and the receivers its batchers read, one per shard.
     pub fn new(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
-        let capacity = config.capacity_bytes;
-        let budget = Arc::new(Budget {
-            capacity,
-            high: (capacity as f64 * config.high_water) as usize,
-            low: (capacity as f64 * config.low_water) as usize,
-            used: AtomicUsize::new(0),
-            spans: AtomicU64::new(0),
-            above_high: AtomicBool::new(false),
-            gauge: metrics::gauge!(telemetry::BUFFER_BYTES),
-        });
-        metrics::gauge!(telemetry::BUFFER_CAPACITY_BYTES).set(capacity as f64);
+        let budget = Budget::new(config.capacity_bytes, config.high_water, config.low_water);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards.max(1))
             .map(|_| mpsc::unbounded_channel())
             .unzip();
@@ -157,13 +81,12 @@ impl Ring {
 
     /// Reserves `bytes` of budget for a report of `spans` spans (the request buffer it slices).
     pub fn reserve(&self, bytes: usize, spans: u64) -> Result<Charge, PushError> {
-        self.budget.reserve(bytes)?;
-        self.budget.spans.fetch_add(spans, Ordering::AcqRel);
-        Ok(Charge {
-            budget: self.budget.clone(),
-            bytes,
-            spans,
-        })
+        Ok(self.budget.reserve(Part::Ring, bytes, spans)?)
+    }
+
+    /// The one memory budget the ring draws from, shared with ingest and the exporter.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Hands a report to the batcher that owns its key. Its charge is returned on failure.
@@ -180,22 +103,22 @@ impl Ring {
 
     /// Bytes in use now.
     pub fn used_bytes(&self) -> usize {
-        self.budget.used.load(Ordering::Acquire)
+        self.budget.used_bytes()
     }
 
     /// Spans held now, from ingest until delivered or dropped.
     pub fn held_spans(&self) -> u64 {
-        self.budget.spans.load(Ordering::Acquire)
+        self.budget.held_spans()
     }
 
     /// The byte budget.
     pub fn capacity_bytes(&self) -> usize {
-        self.budget.capacity
+        self.budget.capacity_bytes()
     }
 
     /// False from crossing the high-water mark until falling back below the low-water mark.
     pub fn has_headroom(&self) -> bool {
-        !self.budget.above_high.load(Ordering::Acquire)
+        self.budget.has_headroom()
     }
 }
 
@@ -238,29 +161,6 @@ mod tests {
         drop(a);
         assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
         assert!(ring.reserve(100, 1).is_ok());
-    }
-
-    #[test]
-    fn absorbed_charges_release_once() {
-        let (ring, _rx) = ring(100);
-        let mut a = ring.reserve(10, 1).unwrap();
-        a.absorb(ring.reserve(20, 2).unwrap());
-        assert_eq!((ring.used_bytes(), ring.held_spans()), (30, 3));
-        drop(a);
-        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
-    }
-
-    #[test]
-    fn readiness_has_hysteresis() {
-        let (ring, _rx) = ring(100);
-        let big = ring.reserve(85, 1).unwrap();
-        assert!(!ring.has_headroom());
-        let small = ring.reserve(10, 1).unwrap();
-        drop(big); // 10 used: below low water (50)
-        assert!(ring.has_headroom());
-        let mid = ring.reserve(60, 1).unwrap(); // 70: between marks, stays ready
-        assert!(ring.has_headroom());
-        drop((small, mid));
     }
 
     #[test]

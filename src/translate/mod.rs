@@ -141,6 +141,52 @@ pub enum TranslateError {
         /// Its length.
         len: usize,
     },
+    /// The translation would be larger than allowed; refused before it is built.
+    #[error(
+        "the translated report would take at least {estimate} bytes, over the {limit}-byte limit (max-message-bytes, or {TRANSLATION_EXPANSION}x the report): send smaller reports or fewer, smaller resource attributes and scope names"
+    )]
+    TooLarge {
+        /// Bytes the translation would take (a lower bound).
+        estimate: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// The translation of a report may be at most this many times its size (and never more than
+/// `--max-message-bytes`): what is copied per span (scope name, resource) is bounded by it.
+pub const TRANSLATION_EXPANSION: usize = 4;
+
+/// Floor of [`output_limit`], so small reports with a few tags always translate.
+const TRANSLATION_FLOOR: usize = 64 << 10;
+
+/// Bytes the decoded models may take per byte of the report being translated.
+const DECODED_EXPANSION: usize = 16;
+
+/// Refuses, before decoding, a report of `spans` spans in `input_len` bytes whose decoded
+/// models (the report's and its translation's) would pass [`DECODED_EXPANSION`] times its
+/// size: a report of empty spans is a few bytes per span on the wire and hundreds in memory.
+pub fn check_decoded_size(spans: u64, input_len: usize) -> Result<(), TranslateError> {
+    let per_span = std::mem::size_of::<crate::proto::collector::Span>()
+        + std::mem::size_of::<opentelemetry_proto::tonic::trace::v1::Span>();
+    let estimate = usize::try_from(spans)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(per_span);
+    let limit = input_len
+        .saturating_mul(DECODED_EXPANSION)
+        .max(TRANSLATION_FLOOR);
+    if estimate > limit {
+        return Err(TranslateError::TooLarge { estimate, limit });
+    }
+    Ok(())
+}
+
+/// The most bytes the translation of an `input_len`-byte report may take.
+pub fn output_limit(input_len: usize, max_message_bytes: usize) -> usize {
+    input_len
+        .saturating_mul(TRANSLATION_EXPANSION)
+        .max(TRANSLATION_FLOOR)
+        .min(max_message_bytes)
 }
 
 /// One translated request, encoded and ready for the target protocol's zero-copy path.
@@ -159,8 +205,18 @@ pub fn report_bytes_to_export(
     body: &[u8],
     max_resource_bytes: usize,
 ) -> Result<Translated, TranslateError> {
+    report_bytes_to_export_within(body, max_resource_bytes, usize::MAX)
+}
+
+/// [`report_bytes_to_export`], refused with [`TranslateError::TooLarge`] when the encoded
+/// export would pass `limit` bytes (checked as it is split, before each piece is built).
+pub fn report_bytes_to_export_within(
+    body: &[u8],
+    max_resource_bytes: usize,
+    limit: usize,
+) -> Result<Translated, TranslateError> {
     let report = decode_report(body)?;
-    let export = split_resource_spans(report_to_export(&report), max_resource_bytes);
+    let export = split_within(report_to_export(&report), max_resource_bytes, limit)?;
     Ok(Translated {
         body: Bytes::from(export.encode_to_vec()),
         spans: report.spans.len() as u32,
@@ -170,7 +226,21 @@ pub fn report_bytes_to_export(
 /// Decodes an encoded `ExportTraceServiceRequest` leniently and encodes its Lightstep
 /// translation, one `ReportRequest` per resource.
 pub fn export_bytes_to_reports(body: &[u8]) -> Result<Vec<Translated>, TranslateError> {
+    export_bytes_to_reports_within(body, usize::MAX)
+}
+
+/// [`export_bytes_to_reports`], refused with [`TranslateError::TooLarge`] before anything is
+/// translated when the reports would pass `limit` bytes (the scope name and version are
+/// copied into every span, the resource into every report).
+pub fn export_bytes_to_reports_within(
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<Translated>, TranslateError> {
     let export = decode_export(body)?;
+    let estimate = reports_estimate(&export);
+    if estimate > limit {
+        return Err(TranslateError::TooLarge { estimate, limit });
+    }
     Ok(export_to_reports(&export)?
         .into_iter()
         .map(|report| Translated {
@@ -180,17 +250,62 @@ pub fn export_bytes_to_reports(body: &[u8]) -> Result<Vec<Translated>, Translate
         .collect())
 }
 
+/// A lower bound of the encoded Lightstep reports `export` translates into: its own size,
+/// plus the scope name and version once per span and the resource once per report.
+fn reports_estimate(export: &ExportTraceServiceRequest) -> usize {
+    let mut estimate = export.encoded_len();
+    for rs in &export.resource_spans {
+        estimate = estimate.saturating_add(rs.resource.as_ref().map_or(0, Message::encoded_len));
+        for ss in &rs.scope_spans {
+            let per_span = ss
+                .scope
+                .as_ref()
+                .map_or(0, |scope| scope.name.len() + scope.version.len());
+            estimate = estimate.saturating_add(per_span.saturating_mul(ss.spans.len()));
+        }
+    }
+    estimate
+}
+
 /// Splits each `ResourceSpans` whose encoding is larger than `max_bytes` into several with
 /// the same resource and scope, in span order, none larger than `max_bytes` unless a single
-/// span is. The intake cuts a translated report into runs of at most the batch size this
-/// way, as the wire scanner cuts native reports' span runs.
+/// span is or the resource and scope take more than half of it (then each piece carries at
+/// least `max_bytes / 2` of spans, so the resource is copied at most once per half batch).
+/// The intake cuts a translated report into runs of at most the batch size this way, as the
+/// wire scanner cuts native reports' span runs.
 pub fn split_resource_spans(
     export: ExportTraceServiceRequest,
     max_bytes: usize,
 ) -> ExportTraceServiceRequest {
+    match split_within(export, max_bytes, usize::MAX) {
+        Ok(export) => export,
+        Err(_) => unreachable!("no limit"),
+    }
+}
+
+/// [`split_resource_spans`], refused when the pieces together would pass `limit` bytes.
+fn split_within(
+    export: ExportTraceServiceRequest,
+    max_bytes: usize,
+    limit: usize,
+) -> Result<ExportTraceServiceRequest, TranslateError> {
+    let mut total = 0usize;
+    let mut count = |bytes: usize| {
+        total = total.saturating_add(bytes);
+        if total > limit {
+            Err(TranslateError::TooLarge {
+                estimate: total,
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    };
     let mut out = Vec::with_capacity(export.resource_spans.len());
     for rs in export.resource_spans {
-        if rs.encoded_len() <= max_bytes {
+        let len = rs.encoded_len();
+        if len <= max_bytes {
+            count(len)?;
             out.push(rs);
             continue;
         }
@@ -207,12 +322,15 @@ pub fn split_resource_spans(
             };
             // Room for spans: what is left after the resource, the scope and their framing.
             let overhead = shell.encoded_len() + scope.encoded_len() + 20;
-            let room = max_bytes.saturating_sub(overhead);
+            let room = max_bytes.saturating_sub(overhead).max(max_bytes / 2);
             let mut piece = scope.clone();
             let mut used = 0;
+            count(overhead)?;
             for span in ss.spans {
                 let len = span.encoded_len() + 1 + prost::length_delimiter_len(span.encoded_len());
                 if used + len > room && !piece.spans.is_empty() {
+                    // The next piece repeats the resource and scope: pay for them first.
+                    count(overhead)?;
                     let full = std::mem::replace(&mut piece, scope.clone());
                     out.push(ResourceSpans {
                         scope_spans: vec![full],
@@ -220,6 +338,7 @@ pub fn split_resource_spans(
                     });
                     used = 0;
                 }
+                count(len)?;
                 used += len;
                 piece.spans.push(span);
             }
@@ -231,9 +350,9 @@ pub fn split_resource_spans(
             }
         }
     }
-    ExportTraceServiceRequest {
+    Ok(ExportTraceServiceRequest {
         resource_spans: out,
-    }
+    })
 }
 
 /// The OTLP span kind of a `span.kind` tag value.

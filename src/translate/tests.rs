@@ -366,4 +366,55 @@ fn byte_level_functions_translate_and_count() {
     assert!(report_bytes_to_export(&[0x1a, 0x09], usize::MAX).is_err());
 }
 
+#[test]
+fn a_huge_scope_name_copied_into_every_span_is_refused_before_translating() {
+    let mut export = sdk_like_export();
+    let ss = &mut export.resource_spans[0].scope_spans[0];
+    ss.scope.as_mut().unwrap().name = "s".repeat(256 << 10);
+    let span = ss.spans[0].clone();
+    ss.spans = vec![span; 400];
+    let body = export.encode_to_vec();
+    let limit = output_limit(body.len(), 16 << 20);
+    assert!(matches!(
+        export_bytes_to_reports_within(&body, limit),
+        Err(TranslateError::TooLarge { estimate, .. }) if estimate > 100 << 20
+    ));
+    // A few spans with the same scope still translate.
+    export.resource_spans[0].scope_spans[0].spans.truncate(2);
+    let body = export.encode_to_vec();
+    let out = export_bytes_to_reports_within(&body, output_limit(body.len(), 16 << 20)).unwrap();
+    assert_eq!(out[0].spans, 2);
+}
+
+#[test]
+fn a_huge_reporter_is_copied_at_most_once_per_half_batch() {
+    let mut report = python_like_report();
+    let reporter = report.reporter.as_mut().unwrap();
+    reporter.tags.push(kv("big", s(&"r".repeat(200 << 10))));
+    let span = report.spans[0].clone();
+    report.spans = vec![span; 500];
+    let body = report.encode_to_vec();
+    let limit = output_limit(body.len(), 16 << 20);
+    // 64 KiB batches: without the floor every span would carry its own 200 KiB resource.
+    let out = report_bytes_to_export_within(&body, 64 << 10, limit).unwrap();
+    assert!(
+        out.body.len() <= limit,
+        "{} from {}",
+        out.body.len(),
+        body.len()
+    );
+    assert_eq!(out.spans, 500);
+    // Tiny batches would need a copy per span: refused, not built.
+    assert!(matches!(
+        report_bytes_to_export_within(&body, 1024, limit),
+        Err(TranslateError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn reports_of_empty_spans_are_refused_before_decoding() {
+    assert!(check_decoded_size(1_000_000, 2_000_000).is_err());
+    assert!(check_decoded_size(1_000, 200_000).is_ok());
+}
+
 mod round_trip;

@@ -18,9 +18,10 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use super::grpc::report_response;
 use super::stream;
 use crate::ingest::auth;
-use crate::ingest::http::{BodyError, Route, collect_limited, decoded_body, media_type};
+use crate::ingest::http::{BodyError, Route, media_type};
 use crate::ingest::intake::Intake;
 use crate::ingest::refused::Refused;
+use crate::pipeline::Protocol;
 
 const PROTOBUF: &str = "application/octet-stream";
 const JSON: &str = "application/json";
@@ -73,8 +74,7 @@ async fn take(
     json_in: bool,
     header_token: Option<&[u8]>,
 ) -> Result<(), Refused> {
-    let body = collect_limited(body, route.max_message_bytes).await?;
-    let body = decoded_body(headers, body, route.max_message_bytes)?;
+    let (body, _charge) = route.read_body(Protocol::Lightstep, headers, body).await?;
     let body = if json_in {
         json_to_protobuf(&body)?
     } else {

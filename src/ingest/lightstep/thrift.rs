@@ -10,7 +10,10 @@
 
 pub mod binary;
 mod convert;
+pub mod meter;
 mod model;
+#[cfg(test)]
+pub use model::parse_json;
 #[cfg(test)]
 mod tests;
 
@@ -18,23 +21,27 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::ingest::auth;
-use crate::ingest::http::{Route, collect_limited, decoded_body};
+use crate::ingest::http::Route;
 use crate::ingest::intake::Intake;
+use crate::ingest::intake::RefusalReason;
 use crate::ingest::refused::Refused;
+use crate::ingest::{auth, blocking};
+use crate::pipeline::{Charge, Protocol};
 use crate::proto::collector as pb;
+use meter::ModelMeter;
+use tonic::Code;
 
 use convert::micros;
 pub use convert::to_report_request;
 pub use model::{
     KeyValue, LogRecord, Metrics, MetricsSample, NamedCounter, Runtime, SpanRecord, TagValue,
-    ThriftReport, TraceJoinId, parse_json,
+    ThriftReport, TraceJoinId, parse_json_metered,
 };
 
 /// Why a Thrift report was refused.
@@ -60,6 +67,19 @@ pub enum ThriftError {
         /// What came.
         value: String,
     },
+    /// The decoded report would take more memory than its size allows (a list or object
+    /// bomb): refused before it is allocated.
+    #[error(
+        "the report decodes to more than {limit} bytes ({}x its size): send fewer or fuller elements per report",
+        meter::MODEL_EXPANSION
+    )]
+    TooLarge {
+        /// The allowance in bytes.
+        limit: usize,
+    },
+    /// The memory budget cannot hold the decoded report now.
+    #[error("cannot decode the report now: {0}")]
+    Budget(crate::pipeline::BudgetFull),
 }
 
 /// The Thrift routes: `POST /api/v0/reports` and `POST /_rpc/v1/reports/binary`.
@@ -73,43 +93,97 @@ pub fn routes(intake: Arc<Intake>, max_message_bytes: usize) -> axum::Router {
         })
 }
 
-/// A Thrift body that could not be read: counted as a malformed Lightstep report, as the
-/// intake counts its own.
-fn malformed(route: &Route, error: ThriftError) -> Refused {
-    route.intake.lightstep_malformed();
-    tracing::debug!(%error, "refused malformed Thrift report");
-    Refused::bad_request(error)
+/// A Thrift body that could not be decoded: counted by the intake as it counts its own
+/// refusals (too large, no room in the budget, or malformed).
+fn refused(route: &Route, error: ThriftError) -> Refused {
+    tracing::debug!(%error, "refused Thrift report");
+    match error {
+        ThriftError::TooLarge { .. } => {
+            route
+                .intake
+                .count_refused(Protocol::Lightstep, RefusalReason::TooLarge);
+            Refused::too_large(error)
+        }
+        ThriftError::Budget(_) => {
+            route
+                .intake
+                .count_refused(Protocol::Lightstep, RefusalReason::Budget);
+            Refused::unavailable(error)
+        }
+        _ => {
+            route.intake.lightstep_malformed();
+            Refused::bad_request(error)
+        }
+    }
 }
 
-/// Reads the body (limit, then `Content-Encoding`).
-async fn body_of(route: &Route, request: Request) -> Result<(http::HeaderMap, Bytes), Refused> {
-    let (parts, body) = request.into_parts();
-    let body = collect_limited(body, route.max_message_bytes).await?;
-    let body = decoded_body(&parts.headers, body, route.max_message_bytes)?;
-    Ok((parts.headers, body))
-}
-
-/// Hands a converted report to the intake.
-fn ingest(
+/// Reads the body (limit, then `Content-Encoding`) and charges it to the budget.
+async fn body_of(
     route: &Route,
-    request: pb::ReportRequest,
-    header_token: Option<&[u8]>,
-) -> Result<(), Refused> {
-    route
-        .intake
-        .lightstep_report(Bytes::from(request.encode_to_vec()), header_token)?;
+    request: Request,
+) -> Result<(http::HeaderMap, Bytes, Charge), Refused> {
+    let (parts, body) = request.into_parts();
+    let (body, charge) = route
+        .read_body(Protocol::Lightstep, &parts.headers, body)
+        .await?;
+    Ok((parts.headers, body, charge))
+}
+
+/// Decodes `body` with `decode` on the bounded blocking pool, paying for the model and the
+/// encoded `ReportRequest` out of `charge`; returns the encoded request, what `decode`
+/// returned beside it, and the charge, now covering only the encoded request.
+async fn decode_report<X: Send + 'static>(
+    route: &Route,
+    body: Bytes,
+    charge: Charge,
+    decode: impl FnOnce(&[u8], &mut ModelMeter) -> Result<(pb::ReportRequest, X), ThriftError>
+    + Send
+    + 'static,
+) -> Result<(Bytes, X, Charge), Refused> {
+    let decoded = blocking::decode(move || {
+        let mut meter = ModelMeter::new(body.len()).charged(charge);
+        let (request, extra) = decode(&body, &mut meter)?;
+        let Some(mut charge) = meter.into_charge() else {
+            unreachable!("the meter was made charged")
+        };
+        let len = request.encoded_len();
+        charge.try_grow(len).map_err(ThriftError::Budget)?;
+        let encoded = Bytes::from(request.encode_to_vec());
+        drop((request, body));
+        // Only the encoded request is held from here on.
+        charge.shrink(charge.bytes().saturating_sub(len));
+        Ok((encoded, extra, charge))
+    })
+    .await
+    .map_err(|error| {
+        Refused::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
+            error.to_string(),
+        )
+    })?;
+    decoded.map_err(|error| refused(route, error))
+}
+
+/// Hands an encoded report to the intake.
+fn ingest(route: &Route, request: Bytes, header_token: Option<&[u8]>) -> Result<(), Refused> {
+    route.intake.lightstep_report(request, header_token)?;
     Ok(())
 }
 
 async fn json_report(State(route): State<Route>, request: Request) -> Result<Response, Refused> {
     let received = SystemTime::now();
-    let (headers, body) = body_of(&route, request).await?;
+    let (headers, body, charge) = body_of(&route, request).await?;
     // These clients send the token only in the header.
     let header_token = auth::header_token(&headers);
     let token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
-    let request = parse_json(&body)
-        .and_then(|report| to_report_request(report, token))
-        .map_err(|error| malformed(&route, error))?;
+    let (request, (), _charge) = decode_report(&route, body, charge, |body, meter| {
+        Ok((
+            to_report_request(parse_json_metered(body, meter)?, token)?,
+            (),
+        ))
+    })
+    .await?;
     ingest(&route, request, header_token)?;
     // The JS tracer feeds `timing` to its clock filter; `errors` must stay empty on success.
     let body = serde_json::json!({
@@ -129,21 +203,18 @@ async fn json_report(State(route): State<Route>, request: Request) -> Result<Res
 
 async fn binary_report(State(route): State<Route>, request: Request) -> Result<Response, Refused> {
     let received = SystemTime::now();
-    let (headers, body) = body_of(&route, request).await?;
-    let call = binary::read_call(&body).map_err(|error| malformed(&route, error))?;
+    let (headers, body, charge) = body_of(&route, request).await?;
     let header_token = auth::header_token(&headers);
-    let token = call
-        .access_token
-        .or_else(|| header_token.map(|t| String::from_utf8_lossy(t).into_owned()));
-    let request =
-        to_report_request(call.report, token).map_err(|error| malformed(&route, error))?;
+    let fallback_token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
+    let (request, (name, seqid), _charge) = decode_report(&route, body, charge, |body, meter| {
+        let call = binary::read_call_metered(body, meter)?;
+        let token = call.access_token.or(fallback_token);
+        let request = to_report_request(call.report, token)?;
+        Ok((request, (call.name, call.seqid)))
+    })
+    .await?;
     ingest(&route, request, header_token)?;
-    let reply = binary::write_reply(
-        &call.name,
-        call.seqid,
-        micros(received),
-        micros(SystemTime::now()),
-    )
-    .map_err(|error| malformed(&route, error))?;
+    let reply = binary::write_reply(&name, seqid, micros(received), micros(SystemTime::now()))
+        .map_err(|error| refused(&route, error))?;
     Ok(([(header::CONTENT_TYPE, "application/x-thrift")], reply).into_response())
 }

@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use crate::ingest::auth;
-use crate::ingest::http::{BodyError, Route, decoded_body, media_type};
+use crate::ingest::http::{BodyError, Route, media_type};
 use crate::ingest::intake::Intake;
 use crate::ingest::refused::Refused;
+use crate::pipeline::Protocol;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -47,7 +48,9 @@ enum Encoding {
     Json,
 }
 
-async fn export(State(route): State<Route>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(State(route): State<Route>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let encoding = match media_type(&headers).as_str() {
         PROTOBUF | "application/protobuf" => Encoding::Protobuf,
         JSON => Encoding::Json,
@@ -59,7 +62,7 @@ async fn export(State(route): State<Route>, headers: HeaderMap, body: Bytes) -> 
             return reply_error(Encoding::Protobuf, error.into());
         }
     };
-    match take(&route, &headers, body, encoding) {
+    match take(&route, &headers, body, encoding).await {
         Ok(()) => reply(
             encoding,
             StatusCode::OK,
@@ -71,13 +74,13 @@ async fn export(State(route): State<Route>, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// Decodes the body and hands the protobuf request to the intake.
-fn take(
+async fn take(
     route: &Route,
     headers: &HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
     encoding: Encoding,
 ) -> Result<(), Refused> {
-    let body = decoded_body(headers, body, route.max_message_bytes)?;
+    let (body, _charge) = route.read_body(Protocol::Otlp, headers, body).await?;
     let body = match encoding {
         Encoding::Protobuf => body,
         Encoding::Json => json_to_protobuf(&body)?,

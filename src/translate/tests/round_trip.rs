@@ -485,7 +485,11 @@ proptest! {
         prop_assert_eq!(spans(&split), spans(&export));
         for rs in &split.resource_spans {
             let single = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum::<usize>() == 1;
-            prop_assert!(single || rs.encoded_len() <= max, "{} > {max}", rs.encoded_len());
+            // A resource and scope over half the limit get half the limit of spans per piece.
+            let mut shell = rs.clone();
+            shell.scope_spans.iter_mut().for_each(|ss| ss.spans.clear());
+            let bound = max.max(shell.encoded_len() + 20 + max / 2);
+            prop_assert!(single || rs.encoded_len() <= bound, "{} > {bound}", rs.encoded_len());
         }
     }
 

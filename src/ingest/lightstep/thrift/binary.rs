@@ -13,6 +13,7 @@ use thrift::protocol::{
     TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
 };
 
+use super::meter::ModelMeter;
 use super::{
     KeyValue, LogRecord, Metrics, MetricsSample, NamedCounter, Runtime, SpanRecord, TagValue,
     ThriftError, ThriftReport, TraceJoinId,
@@ -34,7 +35,24 @@ pub struct Call {
     pub report: ThriftReport,
 }
 
-type Reader<'a> = TBinaryInputProtocol<&'a [u8]>;
+/// The protocol reader and the meter every list and string is paid from.
+struct Reader<'a, 'm> {
+    protocol: TBinaryInputProtocol<&'a [u8]>,
+    meter: &'m mut ModelMeter,
+}
+
+impl<'a> std::ops::Deref for Reader<'a, '_> {
+    type Target = TBinaryInputProtocol<&'a [u8]>;
+    fn deref(&self) -> &Self::Target {
+        &self.protocol
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.protocol
+    }
+}
 
 impl From<thrift::Error> for ThriftError {
     fn from(error: thrift::Error) -> Self {
@@ -43,7 +61,13 @@ impl From<thrift::Error> for ThriftError {
 }
 
 /// Reads a TBinaryProtocol (strict or not) `Report` CALL message.
+#[cfg(test)]
 pub fn read_call(body: &[u8]) -> Result<Call, ThriftError> {
+    read_call_metered(body, &mut ModelMeter::new(body.len()))
+}
+
+/// [`read_call`], paying `meter` for every list and string before it is allocated.
+pub fn read_call_metered(body: &[u8], meter: &mut ModelMeter) -> Result<Call, ThriftError> {
     // Nothing in a message can be longer than the message.
     let limit = Some(body.len());
     let config = TConfiguration::builder()
@@ -53,7 +77,10 @@ pub fn read_call(body: &[u8]) -> Result<Call, ThriftError> {
         .max_container_size(limit)
         .max_recursion_depth(Some(64))
         .build()?;
-    let mut p = TBinaryInputProtocol::with_config(body, false, config);
+    let mut p = Reader {
+        protocol: TBinaryInputProtocol::with_config(body, false, config),
+        meter,
+    };
     let message = p.read_message_begin()?;
     if !matches!(
         message.message_type,
@@ -138,9 +165,9 @@ pub fn write_reply(
 }
 
 /// Reads a struct, handing each field to `field`, which returns false to have it skipped.
-fn each_field<'a>(
-    p: &mut Reader<'a>,
-    mut field: impl FnMut(&mut Reader<'a>, i16, TType) -> Result<bool, ThriftError>,
+fn each_field<'a, 'm>(
+    p: &mut Reader<'a, 'm>,
+    mut field: impl FnMut(&mut Reader<'a, 'm>, i16, TType) -> Result<bool, ThriftError>,
 ) -> Result<(), ThriftError> {
     p.read_struct_begin()?;
     loop {
@@ -158,14 +185,21 @@ fn each_field<'a>(
 }
 
 /// Reads a list of `element`s; a list of another element type is skipped as empty.
-fn list<'a, T>(
-    p: &mut Reader<'a>,
+/// The declared length is paid for before the vector is allocated, so a hostile length is
+/// refused at once.
+fn list<'a, 'm, T>(
+    p: &mut Reader<'a, 'm>,
     element: TType,
-    mut read: impl FnMut(&mut Reader<'a>) -> Result<T, ThriftError>,
+    mut read: impl FnMut(&mut Reader<'a, 'm>) -> Result<T, ThriftError>,
 ) -> Result<Vec<T>, ThriftError> {
     let ident = p.read_list_begin()?;
+    let size = usize::try_from(ident.size).unwrap_or(0);
     let mut out = Vec::new();
-    for _ in 0..ident.size {
+    if ident.element_type == element {
+        p.meter.take_elements::<T>(size)?;
+        out.reserve_exact(size);
+    }
+    for _ in 0..size {
         if ident.element_type == element {
             out.push(read(p)?);
         } else {
@@ -176,11 +210,14 @@ fn list<'a, T>(
     Ok(out)
 }
 
-fn string(p: &mut Reader<'_>) -> Result<String, ThriftError> {
-    Ok(String::from_utf8_lossy(&p.read_bytes()?).into_owned())
+fn string(p: &mut Reader<'_, '_>) -> Result<String, ThriftError> {
+    let bytes = p.read_bytes()?;
+    p.meter.take(bytes.len())?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-fn read_report(p: &mut Reader<'_>) -> Result<ThriftReport, ThriftError> {
+fn read_report(p: &mut Reader<'_, '_>) -> Result<ThriftReport, ThriftError> {
     let mut r = ThriftReport::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -197,7 +234,7 @@ fn read_report(p: &mut Reader<'_>) -> Result<ThriftReport, ThriftError> {
     Ok(r)
 }
 
-fn read_runtime(p: &mut Reader<'_>) -> Result<Runtime, ThriftError> {
+fn read_runtime(p: &mut Reader<'_, '_>) -> Result<Runtime, ThriftError> {
     let mut r = Runtime::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -211,7 +248,7 @@ fn read_runtime(p: &mut Reader<'_>) -> Result<Runtime, ThriftError> {
     Ok(r)
 }
 
-fn read_key_value(p: &mut Reader<'_>) -> Result<KeyValue, ThriftError> {
+fn read_key_value(p: &mut Reader<'_, '_>) -> Result<KeyValue, ThriftError> {
     let mut kv = KeyValue::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -224,7 +261,7 @@ fn read_key_value(p: &mut Reader<'_>) -> Result<KeyValue, ThriftError> {
     Ok(kv)
 }
 
-fn read_join_id(p: &mut Reader<'_>) -> Result<TraceJoinId, ThriftError> {
+fn read_join_id(p: &mut Reader<'_, '_>) -> Result<TraceJoinId, ThriftError> {
     let mut join = TraceJoinId::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -237,7 +274,7 @@ fn read_join_id(p: &mut Reader<'_>) -> Result<TraceJoinId, ThriftError> {
     Ok(join)
 }
 
-fn read_span(p: &mut Reader<'_>) -> Result<SpanRecord, ThriftError> {
+fn read_span(p: &mut Reader<'_, '_>) -> Result<SpanRecord, ThriftError> {
     let mut s = SpanRecord::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -257,7 +294,7 @@ fn read_span(p: &mut Reader<'_>) -> Result<SpanRecord, ThriftError> {
     Ok(s)
 }
 
-fn read_log(p: &mut Reader<'_>) -> Result<LogRecord, ThriftError> {
+fn read_log(p: &mut Reader<'_, '_>) -> Result<LogRecord, ThriftError> {
     let mut l = LogRecord::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -278,7 +315,7 @@ fn read_log(p: &mut Reader<'_>) -> Result<LogRecord, ThriftError> {
     Ok(l)
 }
 
-fn read_counter(p: &mut Reader<'_>) -> Result<NamedCounter, ThriftError> {
+fn read_counter(p: &mut Reader<'_, '_>) -> Result<NamedCounter, ThriftError> {
     let mut c = NamedCounter::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -291,7 +328,7 @@ fn read_counter(p: &mut Reader<'_>) -> Result<NamedCounter, ThriftError> {
     Ok(c)
 }
 
-fn read_metrics(p: &mut Reader<'_>) -> Result<Metrics, ThriftError> {
+fn read_metrics(p: &mut Reader<'_, '_>) -> Result<Metrics, ThriftError> {
     let mut m = Metrics::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -303,7 +340,7 @@ fn read_metrics(p: &mut Reader<'_>) -> Result<Metrics, ThriftError> {
     Ok(m)
 }
 
-fn read_sample(p: &mut Reader<'_>) -> Result<MetricsSample, ThriftError> {
+fn read_sample(p: &mut Reader<'_, '_>) -> Result<MetricsSample, ThriftError> {
     let mut s = MetricsSample::default();
     each_field(p, |p, id, ty| {
         match (id, ty) {
@@ -467,6 +504,51 @@ mod tests {
         assert!(read_call(&call).is_err());
         call[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes());
         assert!(read_call(&call).is_err());
+    }
+
+    /// A `Report` call whose `span_records` holds `count` empty structs.
+    pub(crate) fn empty_struct_bomb(count: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut p = TBinaryOutputProtocol::new(&mut out, true);
+        p.write_message_begin(&TMessageIdentifier::new("Report", TMessageType::Call, 1))
+            .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("args"))
+            .unwrap();
+        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 2))
+            .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("ReportRequest"))
+            .unwrap();
+        p.write_field_begin(&TFieldIdentifier::new("span_records", TType::List, 3))
+            .unwrap();
+        p.write_list_begin(&TListIdentifier::new(TType::Struct, count as i32))
+            .unwrap();
+        out.resize(out.len() + count, 0); // each struct: a field stop
+        out.extend_from_slice(&[0, 0]); // the request's and the args' stops
+        out
+    }
+
+    #[test]
+    fn list_bombs_are_refused_before_allocating() {
+        // 1 M one-byte structs would decode to hundreds of megabytes.
+        let bomb = empty_struct_bomb(1 << 20);
+        assert!(matches!(
+            read_call(&bomb),
+            Err(ThriftError::TooLarge { .. })
+        ));
+        // A list declaring more elements than the body can hold is refused up front too.
+        let mut lying = empty_struct_bomb(10);
+        let at = lying.len() - 10 - 2 - 4;
+        lying[at..at + 4].copy_from_slice(&(16i32 << 20).to_be_bytes());
+        assert!(read_call(&lying).is_err());
+        // A modest list of empty structs is still fine.
+        assert_eq!(
+            read_call(&empty_struct_bomb(100))
+                .unwrap()
+                .report
+                .span_records
+                .map(|s| s.len()),
+            Some(100)
+        );
     }
 
     #[test]

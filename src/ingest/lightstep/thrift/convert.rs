@@ -1,6 +1,7 @@
 //! Thrift model -> Lightstep protobuf `ReportRequest`: guids to ids, the parent tag to a
 //! reference, Thrift timing to start and duration.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ThriftError;
@@ -40,24 +41,22 @@ pub fn to_report_request(
         reporter_tags.push(string_tag(COMPONENT_NAME, group));
     }
 
-    let mut spans = Vec::new();
-    let mut guids = Vec::new();
-    for (i, record) in report
-        .span_records
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let guid = record.span_guid.clone().unwrap_or_default();
+    let records = report.span_records.unwrap_or_default();
+    let mut spans = Vec::with_capacity(records.len());
+    // Span guid (lowercased) -> index of the first span with it, so log matching is linear.
+    let mut by_guid: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    for (i, record) in records.into_iter().enumerate() {
+        if let Some(guid) = &record.span_guid {
+            by_guid.entry(guid.to_ascii_lowercase()).or_insert(i);
+        }
         spans.push(span(record, i)?);
-        guids.push(guid);
     }
     // Top-level logs that name a span of this report belong to it.
     for log in report.log_records.unwrap_or_default() {
         let owner = log
             .span_guid
             .as_deref()
-            .and_then(|g| guids.iter().position(|s| s.eq_ignore_ascii_case(g)));
+            .and_then(|g| by_guid.get(&g.to_ascii_lowercase()).copied());
         if let Some(index) = owner {
             spans[index].logs.push(self::log(log));
         }

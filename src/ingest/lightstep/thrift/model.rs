@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::ThriftError;
+use super::meter::ModelMeter;
 
 /// A Thrift `ReportRequest` (the fields cubesat uses; others are ignored).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -188,7 +189,17 @@ fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
 
 /// Parses Thrift-shaped `ReportRequest` JSON. Invalid UTF-8 is repaired first (real clients
 /// send it; a strict parser would refuse the whole report).
+#[cfg(test)]
 pub fn parse_json(body: &[u8]) -> Result<ThriftReport, ThriftError> {
+    parse_json_metered(body, &mut ModelMeter::new(body.len()))
+}
+
+/// [`parse_json`], paying `meter` for an upper bound of the model first.
+pub fn parse_json_metered(
+    body: &[u8],
+    meter: &mut ModelMeter,
+) -> Result<ThriftReport, ThriftError> {
+    meter.take(super::meter::json_model_bytes(body))?;
     let text = String::from_utf8_lossy(body);
     Ok(serde_json::from_str(&text)?)
 }

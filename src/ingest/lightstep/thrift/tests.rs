@@ -159,3 +159,36 @@ fn negative_micros_stay_ordered() {
     let t = timestamp(-1);
     assert_eq!((t.seconds, t.nanos), (-1, 999_999_000));
 }
+
+#[test]
+fn many_logs_match_their_spans_in_linear_time() {
+    let spans = 20_000;
+    let mut json = String::from("{\"span_records\":[");
+    for i in 0..spans {
+        json += &format!("{{\"span_guid\":\"{:X}\",\"trace_guid\":\"1\"}},", i + 1);
+    }
+    json.pop();
+    json += "],\"log_records\":[";
+    for i in 0..4 * spans {
+        json += &format!(
+            "{{\"span_guid\":\"{:x}\",\"message\":\"m\"}},",
+            i % spans + 1
+        );
+    }
+    json.pop();
+    json += "]}";
+    let started = std::time::Instant::now();
+    let req = to_report_request(parse_json(json.as_bytes()).unwrap(), None).unwrap();
+    assert!(req.spans.iter().all(|s| s.logs.len() == 4));
+    // Quadratic matching took minutes at this size; linear takes well under a second.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn json_object_bombs_are_refused_before_parsing() {
+    let bomb = format!("{{\"span_records\":[{}{{}}]}}", "{},".repeat(100_000));
+    assert!(matches!(
+        parse_json(bomb.as_bytes()),
+        Err(ThriftError::TooLarge { .. })
+    ));
+}

@@ -1,0 +1,238 @@
+//! The one memory budget at ingest, end to end against the real binary with a small budget
+//! (`--buffer-bytes 32MiB`): hostile bodies are refused with a clear 4xx before they are
+//! allocated, peak RSS (`VmHWM`) stays within the budget plus [`RSS_SLACK`], and a
+//! well-behaved client beside them loses nothing (checked span by span at the upstream).
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What cubesat may hold beyond its budget: code, runtime, allocator, per-connection buffers.
+const RSS_SLACK: u64 = 96 << 20;
+const BUDGET: u64 = 32 << 20;
+
+/// Peak resident set of `pid` in bytes (`VmHWM`).
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
+    kb << 10
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A TBinaryProtocol `Report` call whose request holds `count` empty span structs.
+fn empty_struct_bomb(count: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0x8001_0001u32.to_be_bytes()); // strict, CALL
+    out.extend_from_slice(&6u32.to_be_bytes());
+    out.extend_from_slice(b"Report");
+    out.extend_from_slice(&1u32.to_be_bytes()); // seqid
+    out.extend_from_slice(&[12, 0, 2]); // field 2: struct (the request)
+    out.extend_from_slice(&[15, 0, 3]); // field 3: list (span_records)
+    out.push(12); // of structs
+    out.extend_from_slice(&count.to_be_bytes());
+    out.resize(out.len() + count as usize, 0); // each an empty struct: a stop byte
+    out.extend_from_slice(&[0, 0]); // the request's and the arguments' stops
+    out
+}
+
+/// Sends a well-behaved Envoy report over gRPC and checks every span reached the upstream.
+async fn well_behaved_client_loses_nothing(cubesat: &Cubesat, capture: &Capture, trace: u64) {
+    let channel = envoy_channel(cubesat.ingest).await;
+    let reporter = envoy_reporter("good", 7);
+    let (body, spans) = envoy_report(&reporter, "tok", trace, 1..51);
+    send_raw(&channel, body, false).await.expect("accepted");
+    let received = capture
+        .wait_spans(spans.len(), Duration::from_secs(10))
+        .await;
+    let ids: std::collections::BTreeSet<u64> = received
+        .iter()
+        .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == trace))
+        .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
+        .collect();
+    assert_eq!(
+        ids,
+        (1..51).collect(),
+        "every span of the good client arrives"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thrift_list_bombs_are_refused_413_within_the_budget() {
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
+    // 8 M one-byte structs: a ~8 KB gzip body that used to decode to gigabytes.
+    let bomb = gzip(&empty_struct_bomb(8 << 20));
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let sends = (0..3).map(|_| {
+        let bomb = bomb.clone();
+        let addr = cubesat.ingest;
+        tokio::spawn(async move {
+            post(
+                addr,
+                "/_rpc/v1/reports/binary",
+                "application/x-thrift",
+                bomb,
+                Some("gzip"),
+            )
+            .await
+        })
+    });
+    // Each is refused: 413 for its decoded size, or 503 when the others hold the budget
+    // while it inflates (three 8 MB inflations do not fit in 32 MiB at once).
+    let mut too_large = 0;
+    for send in sends.collect::<Vec<_>>() {
+        let (status, body) = send.await.unwrap();
+        match status {
+            413 => {
+                assert!(body.contains("decodes to more than"), "{body}");
+                too_large += 1;
+            }
+            503 => assert!(body.contains("buffer full"), "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(too_large >= 1);
+    let (live, _) = cubesat.admin_get("/_live").await;
+    assert_eq!(live, 200);
+    well_behaved_client_loses_nothing(&cubesat, &capture, 11).await;
+    let rejected = cubesat
+        .metric(r#"cubesat_reports_rejected_total{protocol="lightstep",reason="too_large"}"#)
+        .await;
+    assert!(rejected >= 1.0, "{rejected}");
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_10_gib_body_is_refused_at_once() {
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
+    let mut stream = tokio::net::TcpStream::connect(cubesat.ingest)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/reports HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        10u64 << 30
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Nothing of the body is sent: the answer must not wait for it (beyond a short drain).
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than"), "{answer}");
+    well_behaved_client_loses_nothing(&cubesat, &capture, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_uploads_holding_large_bodies_stay_within_the_budget() {
+    let (capture, _upstream, cubesat) = serve_to_capture(
+        "tok",
+        &["--buffer-bytes", "32MiB", "--max-message-bytes", "16MiB"],
+    )
+    .await;
+    // 100 HTTP/1 uploads each declaring 16 MiB and sending 15 MiB of it, then stalling.
+    let chunk = vec![0x0au8; 1 << 20];
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(cubesat.ingest)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /api/v2/reports HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            16 << 20
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let mut sent = 0;
+        let mut answer = vec![0u8; 256];
+        while sent < 15 {
+            tokio::select! {
+                wrote = wr.write_all(&chunk) => if wrote.is_err() { break },
+                read = rd.read(&mut answer) => {
+                    if let Ok(n) = read
+                        && String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 503")
+                    {
+                        refused += 1;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => break,
+            }
+            sent += 1;
+        }
+        held.push((rd, wr));
+    }
+    assert!(refused > 0, "uploads past the budget are refused with 503");
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+    drop(held);
+    // Once the hostile uploads are gone, the budget is back and a good client gets through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    well_behaved_client_loses_nothing(&cubesat, &capture, 13).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translation_blow_up_is_refused_413() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let (_capture, _upstream, cubesat) = serve_to_capture(
+        "tok",
+        &[
+            "--buffer-bytes",
+            "32MiB",
+            "--upstream-protocol",
+            "lightstep",
+        ],
+    )
+    .await;
+    let span = |i: u8| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![i.max(1); 8],
+        name: "op".into(),
+        ..Default::default()
+    };
+    // A 256 KiB scope name would be copied into each of 400 spans: ~100 MB from ~270 KB.
+    let export = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "s".repeat(256 << 10),
+                    ..Default::default()
+                }),
+                spans: (0..400).map(|i| span(i as u8)).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, body) = post(
+        cubesat.ingest,
+        "/v1/traces",
+        "application/x-protobuf",
+        export.encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+}
