@@ -92,3 +92,34 @@ async fn open_loop_direct_to_the_sink_keeps_the_rate_and_counts_match() {
     assert_eq!(stats.spans, 50 * 25);
     assert_eq!(stats.requests, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_targets_with_a_ca_file_reach_the_sink_for_grpc_and_http() {
+    let sink = Sink::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let upstream = format!("http://{}", sink.addr);
+    let tls = common::TlsIngest::new();
+    let mut args = vec!["--upstream", &upstream, "--batch-timeout", "50ms"];
+    args.extend_from_slice(&tls.args());
+    let cubesat = Cubesat::serve(&args);
+    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let port = cubesat.tls.unwrap().port();
+
+    let mut expected = 0;
+    for protocol in [Protocol::OtlpGrpc, Protocol::LightstepHttp] {
+        let mut config = config(format!("https://localhost:{port}"), protocol, false);
+        config.ca = Some(tls.ca.clone());
+        let summary = cubesat_load::run::run(config).await.unwrap();
+        assert_eq!(summary.ok, 60, "{protocol:?}: {:?}", summary.statuses);
+        expected += summary.spans_ok;
+        assert_eq!(wait_spans(&sink, expected).await.spans, expected);
+    }
+    // Without the CA the run does not start: the handshake fails on the first connection.
+    let error = cubesat_load::run::run(config(
+        format!("https://localhost:{port}"),
+        Protocol::OtlpGrpc,
+        false,
+    ))
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("--cacert"), "{error}");
+}
