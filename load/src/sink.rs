@@ -7,7 +7,6 @@
 //! `GET /stats` on the same port answers the counts as JSON.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,18 +17,19 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::body::{EXPORT_PATH, LIGHTSTEP_HTTP_PATH, OTLP_HTTP_PATH, REPORT_PATH};
+use cubesat::codec::RawCodec;
 use cubesat::proto::collector::ReportResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
@@ -168,11 +168,17 @@ fn router(counts: Arc<Counts>) -> Router {
     Router::new()
         .route_service(
             REPORT_PATH,
-            GrpcCount::<ReportResponse>::new(counts.clone(), Kind::Lightstep),
+            GrpcCount {
+                counts: counts.clone(),
+                kind: Kind::Lightstep,
+            },
         )
         .route_service(
             EXPORT_PATH,
-            GrpcCount::<ExportTraceServiceResponse>::new(counts.clone(), Kind::Otlp),
+            GrpcCount {
+                counts: counts.clone(),
+                kind: Kind::Otlp,
+            },
         )
         .route(OTLP_HTTP_PATH, post(otlp_http))
         .route(LIGHTSTEP_HTTP_PATH, post(lightstep_http))
@@ -240,52 +246,31 @@ fn http_count(
     }
 }
 
-/// A gRPC route that counts each message and answers an empty `R`.
-struct GrpcCount<R> {
+/// A gRPC route that counts each message and answers an empty reply (zero bytes: the
+/// encoding of an empty `ReportResponse` and of an empty `ExportTraceServiceResponse`).
+#[derive(Clone)]
+struct GrpcCount {
     counts: Arc<Counts>,
     kind: Kind,
-    reply: PhantomData<fn() -> R>,
-}
-
-impl<R> Clone for GrpcCount<R> {
-    fn clone(&self) -> Self {
-        GrpcCount {
-            counts: self.counts.clone(),
-            kind: self.kind,
-            reply: PhantomData,
-        }
-    }
-}
-
-impl<R> GrpcCount<R> {
-    fn new(counts: Arc<Counts>, kind: Kind) -> Self {
-        GrpcCount {
-            counts,
-            kind,
-            reply: PhantomData,
-        }
-    }
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
-impl<R: Message + Default + Send + 'static> UnaryService<Bytes> for GrpcCount<R> {
-    type Response = R;
-    type Future = BoxFuture<Result<Response<R>, Status>>;
+impl UnaryService<Bytes> for GrpcCount {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let result = self
-            .counts
-            .count(self.kind, request.get_ref())
-            .map(|()| Response::new(R::default()))
-            .map_err(Status::invalid_argument);
-        Box::pin(std::future::ready(result))
+        std::future::ready(
+            self.counts
+                .count(self.kind, request.get_ref())
+                .map(|()| Response::new(Bytes::new()))
+                .map_err(Status::invalid_argument),
+        )
     }
 }
 
-impl<R: Message + Default + Send + 'static> tower::Service<http::Request<axum::body::Body>>
-    for GrpcCount<R>
-{
+impl tower::Service<http::Request<axum::body::Body>> for GrpcCount {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
@@ -297,44 +282,10 @@ impl<R: Message + Default + Send + 'static> tower::Service<http::Request<axum::b
     fn call(&mut self, request: http::Request<axum::body::Body>) -> Self::Future {
         let service = self.clone();
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawIn::<R>(PhantomData))
+            let mut grpc = Grpc::new(RawCodec::<Bytes>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
             Ok(grpc.unary(service, request).await)
         })
-    }
-}
-
-/// Takes the request message as raw bytes, encodes the reply with prost.
-struct RawIn<R>(PhantomData<fn() -> R>);
-
-impl<R: Message + Default + Send + 'static> Codec for RawIn<R> {
-    type Encode = R;
-    type Decode = Bytes;
-    type Encoder = Self;
-    type Decoder = Self;
-    fn encoder(&mut self) -> Self {
-        RawIn(PhantomData)
-    }
-    fn decoder(&mut self) -> Self {
-        RawIn(PhantomData)
-    }
-}
-
-impl<R: Message> Encoder for RawIn<R> {
-    type Item = R;
-    type Error = Status;
-    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl<R> Decoder for RawIn<R> {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n)))
     }
 }
