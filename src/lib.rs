@@ -24,6 +24,8 @@
 //! | [`forward`] | the upstream client |
 //! | [`translate`] | Lightstep <-> OTLP, when `--upstream-protocol` forces one protocol |
 //! | [`admin`] | `/_ready`, `/_live`, `/metrics`, `/diagnostics` |
+//! | [`shutdown`] | the drain's phases and its report (the exit status) |
+//! | [`reload`] | SIGHUP: the token file and the TLS certificate re-read |
 //! | [`devmode`] | developer mode: the trace store fed by a tee after the intake, JSON API, web UI |
 
 pub mod admin;
@@ -34,6 +36,7 @@ pub mod ingest;
 pub mod listen;
 pub mod pipeline;
 pub mod proto;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -53,10 +56,10 @@ use tracing::{info, warn};
 use crate::config::{Config, Mode};
 use crate::forward::{Exporter, Upstream, UpstreamSettings};
 use crate::ingest::Intake;
-use crate::ingest::conn::{self, ConnLimits};
+use crate::ingest::conn;
 use crate::listen::Listeners;
 use crate::pipeline::{Batcher, Ring, RingConfig};
-use crate::shutdown::Drain;
+use crate::shutdown::{Drain, DrainReport};
 use crate::telemetry::DropReason;
 
 /// Why the satellite could not start.
@@ -73,13 +76,14 @@ pub enum RunError {
     Store(#[from] std::io::Error),
 }
 
-/// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains.
+/// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains and
+/// reports what the drain delivered and dropped.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+) -> Result<DrainReport, RunError> {
     let addrs = listeners.addrs();
     let drain = Drain::default();
     let upstream_tasks = TaskTracker::new();
@@ -125,7 +129,8 @@ pub async fn run(
     }
     let mut batchers = JoinSet::new();
     for shard in shards {
-        let batcher = Batcher::new(config.batch, exporter.clone());
+        let batcher = Batcher::new(config.batch, exporter.clone())
+            .flush_at_once_on(drain.stop_accepting.clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
@@ -139,30 +144,34 @@ pub async fn run(
         intake = intake.with_tee(tee.clone());
     }
     let intake = Arc::new(intake);
-    let routes = ingest::router(intake, config.max_message_bytes).await?;
+    let routes = ingest::router(intake, config.max_message_bytes, &config.cors).await?;
 
-    let limits = ConnLimits {
-        max_connections: config.max_connections,
-        tls_handshake_timeout: Duration::from_secs(10),
-        drain_timeout: config.drain_timeout,
-    };
     let mut servers = JoinSet::new();
     servers.spawn(conn::serve(
+        "ingest",
         listeners.ingest,
         None,
         routes.router.clone(),
-        limits,
+        config.conn,
         drain.stop_accepting.clone(),
     ));
     if let (Some(listener), Some(tls)) = (listeners.tls, &config.tls) {
         servers.spawn(conn::serve(
+            "tls",
             listener,
             Some(TlsAcceptor::from(tls.server.clone())),
             routes.router.clone(),
-            limits,
+            config.conn,
             drain.stop_accepting.clone(),
         ));
     }
+    tokio::spawn(
+        reload::Reloadable {
+            tokens: config.tokens.clone(),
+            certs: config.tls.as_ref().map(|tls| tls.certs.clone()),
+        }
+        .on_hangup(drain.abort.clone()),
+    );
     let mut admin_router = admin::router(admin::AdminState {
         readiness: readiness.clone(),
         metrics,
@@ -179,14 +188,16 @@ pub async fn run(
             shutdown: drain.stop_accepting.clone(),
         }));
     }
-    let admin_stop = drain.abort.clone();
-    let admin = tokio::spawn(async move {
-        let serve = axum::serve(listeners.admin, admin_router)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await });
-        if let Err(error) = serve.await {
-            warn!(%error, "admin server failed");
-        }
-    });
+    // The admin port has its own small connection limit, so flooding it cannot take the file
+    // descriptors ingest needs; it answers (/_ready: draining, /metrics) until the very end.
+    let admin = tokio::spawn(conn::serve(
+        "admin",
+        listeners.admin,
+        None,
+        admin_router,
+        config.admin_conn,
+        drain.abort.clone(),
+    ));
     drop(startup);
     info!(mode = ?config.mode, "cubesat ready to accept spans");
     if config.mode == Mode::Dev {
@@ -195,8 +206,22 @@ pub async fn run(
 
     shutdown.await;
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    let upstream = match &exporter {
+        Exporter::Upstream(up) => Some(up.clone()),
+        Exporter::Off => None,
+    };
+    let tally = |up: &forward::Upstream| (up.delivered_spans(), up.aborted_spans());
+    let before = upstream.as_ref().map(tally).unwrap_or_default();
+    let buffered = ring.held_spans();
+    info!(
+        buffered_spans = buffered,
+        drain_timeout = ?config.drain_timeout,
+        "shutdown: no new connections; flushing every open batch"
+    );
     readiness.set_draining();
     ingest::stop_serving(&routes.health).await;
+    // Listeners close, idle connections close, requests in flight get the shutdown grace;
+    // the batchers flush every open batch now and each report that still arrives at once.
     drain.stop_accepting.cancel();
     let _ = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
@@ -210,7 +235,10 @@ pub async fn run(
     })
     .await;
     if flushed.is_err() {
-        warn!("drain timeout reached with spans still buffered");
+        warn!(
+            held_spans = ring.held_spans(),
+            "drain timeout reached with spans still buffered"
+        );
     }
     drain.abort.cancel();
     // Aborted sends count their own spans; whatever is still held never left the batchers.
@@ -219,15 +247,37 @@ pub async fn run(
         upstream_tasks.wait().await;
     })
     .await;
-    batchers.abort_all();
+    // Spool hook (issue 11): with a spool, what is still held here is written to it instead
+    // of being dropped, and does not count in `dropped` below.
     let left = ring.held_spans();
-    if left > 0 {
-        telemetry::count_dropped(DropReason::Shutdown, left);
-        warn!(spans = left, "spans dropped at shutdown");
+    batchers.abort_all();
+    telemetry::count_dropped(DropReason::Shutdown, left);
+    let after = upstream.as_ref().map(tally).unwrap_or_default();
+    let report = DrainReport {
+        buffered,
+        delivered: after.0.saturating_sub(before.0),
+        dropped: after.1.saturating_sub(before.1) + left,
+    };
+    if report.dropped > 0 {
+        warn!(
+            delivered_spans = report.delivered,
+            dropped_spans = report.dropped,
+            exit_status = report.exit_code(),
+            "shutdown: {} spans delivered, {} spans dropped while draining",
+            report.delivered,
+            report.dropped
+        );
+    } else {
+        info!(
+            delivered_spans = report.delivered,
+            dropped_spans = 0,
+            "shutdown: {} spans delivered, none dropped",
+            report.delivered
+        );
     }
     let _ = admin.await;
     info!("cubesat stopped");
-    Ok(())
+    Ok(report)
 }
 
 /// Installs the Prometheus recorder and describes every metric.

@@ -175,6 +175,9 @@ fn status_of(error: IngestError) -> Status {
         IngestError::Unavailable(e @ PushError::Full { .. }) => {
             Status::unavailable(format!("satellite is overloaded ({e}); retry later"))
         }
+        // A token is a credential: clients (and Lightstep's own collectors) treat a bad one
+        // as UNAUTHENTICATED, and neither gRPC nor OTel clients retry it.
+        IngestError::Token(_) => Status::unauthenticated(error.to_string()),
     }
 }
 
