@@ -43,8 +43,8 @@ pub struct ConnLimits {
     pub tls_handshake_timeout: Duration,
     /// Time from accept (or the TLS handshake) until the first bytes tell the protocol.
     pub protocol_detect_timeout: Duration,
-    /// HTTP/1: time to receive a request's headers, counted from when the connection is ready
-    /// for the next request.
+    /// HTTP/1: time to receive a request's headers. hyper starts it when the connection is
+    /// ready for the next request, so it also closes kept-alive connections idle that long.
     pub header_read_timeout: Duration,
     /// HTTP/1: a kept-alive connection with no request for this long is closed.
     pub http1_idle_timeout: Duration,
