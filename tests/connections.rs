@@ -3,7 +3,8 @@
 //! the process's descriptors come back; an admin flood does not stop ingest; SIGTERM reports
 //! what it delivered and dropped and says so in the exit status; bad token bytes are refused;
 //! a foreign origin is never echoed in serve mode; `--max-connection-age` rotates a real
-//! client's connection without losing a span; SIGHUP re-reads the token file.
+//! client's connection without losing a span; SIGHUP re-reads the token file and swaps the TLS
+//! certificate without dropping a connection.
 
 mod common;
 
@@ -597,4 +598,62 @@ async fn sighup_rereads_the_token_file_and_keeps_the_old_token_on_a_bad_one() {
         !stderr.contains("second-token"),
         "the token is never logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_tls_certificate_without_dropping_connections() {
+    let tls = TlsIngest::new();
+    let (capture, _upstream, cubesat) = serve_to_capture("cfg-token", &tls.args()).await;
+    let addr = cubesat.tls.expect("TLS listener");
+    let old_ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(&tls.ca, old_ca.path()).unwrap();
+    let before = tls_channel(addr, &tls.ca).await;
+    let send = |channel: &tonic::transport::Channel, ids: std::ops::Range<u64>| {
+        let channel = channel.clone();
+        async move {
+            let (body, _) = envoy_report(&envoy_reporter("tls-hup", 2), "", 13, ids);
+            send_raw(&channel, body, false).await
+        }
+    };
+    send(&before, 0..1).await.unwrap();
+
+    // A renewed certificate from a new CA, written over the files cubesat was started with.
+    let dir = tls.ca.parent().unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cubesat"))
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cubesat.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    send(&before, 1..2)
+        .await
+        .expect("the open connection was kept");
+    let renewed = tls_channel(addr, &tls.ca).await;
+    send(&renewed, 2..3)
+        .await
+        .expect("new handshakes get the new certificate");
+    let stale =
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(
+                        std::fs::read(old_ca.path()).unwrap(),
+                    ))
+                    .domain_name("localhost"),
+            )
+            .unwrap()
+            .connect()
+            .await;
+    assert!(stale.is_err(), "the old certificate is no longer served");
+    capture.wait_spans(3, Duration::from_secs(5)).await;
+    assert!(cubesat.stderr().contains("TLS certificate and key re-read"));
 }
