@@ -207,13 +207,11 @@ pub struct Flags {
     #[arg(long, env = "CUBESAT_PROTOCOL_DETECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub protocol_detect_timeout: Option<Duration>,
-    /// HTTP/1: time to receive a request's headers, counted from when the connection waits
-    /// for its next request, so it also bounds keep-alive idleness [default: 10s].
+    /// HTTP/1: time to receive a request's headers, from their first byte [default: 10s].
     #[arg(long, env = "CUBESAT_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
-    /// HTTP/1: close a kept-alive connection with no request for this long (the shorter of
-    /// this and --header-read-timeout applies) [default: 60s].
+    /// HTTP/1: close a kept-alive connection with no request for this long [default: 60s].
     #[arg(long, env = "CUBESAT_HTTP1_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub http1_idle_timeout: Option<Duration>,

@@ -135,7 +135,7 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Connections closed by cubesat, by listener and reason (detect_timeout, idle, max_age, shutdown, grace_expired, tls_handshake)."
+        "Connections closed by cubesat, by listener and reason (detect_timeout, header_timeout, idle, max_age, shutdown, grace_expired, tls_handshake)."
     );
     describe_counter!(ACCEPT_ERRORS, "accept() failures, by listener.");
     describe_counter!(STORE_SPANS_STORED, "Spans stored by developer mode.");

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use self::activity::{Activity, MinRate, MinRateBody, TrackedBody};
+use self::activity::{Activity, MinRate, MinRateBody, ReadMarker, TrackedBody};
 use self::detect::{Detected, Rewind};
 use crate::telemetry;
 
@@ -43,8 +43,7 @@ pub struct ConnLimits {
     pub tls_handshake_timeout: Duration,
     /// Time from accept (or the TLS handshake) until the first bytes tell the protocol.
     pub protocol_detect_timeout: Duration,
-    /// HTTP/1: time to receive a request's headers. hyper starts it when the connection is
-    /// ready for the next request, so it also closes kept-alive connections idle that long.
+    /// HTTP/1: time to receive a request's headers, from their first byte.
     pub header_read_timeout: Duration,
     /// HTTP/1: a kept-alive connection with no request for this long is closed.
     pub http1_idle_timeout: Duration,
@@ -109,6 +108,8 @@ pub enum CloseReason {
     TlsHandshake,
     /// The first bytes did not arrive within `protocol-detect-timeout`.
     DetectTimeout,
+    /// An HTTP/1 request's headers did not arrive within `header-read-timeout`.
+    HeaderTimeout,
     /// No request in flight for the idle timeout.
     Idle,
     /// `max-connection-age` reached.
@@ -125,6 +126,7 @@ impl CloseReason {
         match self {
             CloseReason::TlsHandshake => "tls_handshake",
             CloseReason::DetectTimeout => "detect_timeout",
+            CloseReason::HeaderTimeout => "header_timeout",
             CloseReason::Idle => "idle",
             CloseReason::MaxAge => "max_age",
             CloseReason::Shutdown => "shutdown",
@@ -150,10 +152,12 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header timeout is ours (`Activity::head_overdue`): hyper's starts as soon as a
+    // kept-alive connection waits, so it would close idle connections after it, not the idle one.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -277,9 +281,9 @@ impl Connection {
                 }
             })
         };
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(Rewind::new(prefix, io)), service);
+        let http1 = version != Detected::Http2;
+        let io = ReadMarker::new(Rewind::new(prefix, io), http1.then(|| activity.clone()));
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let age = limits
             .max_connection_age
@@ -303,6 +307,11 @@ impl Connection {
                     count_close(self.role, CloseReason::MaxAge);
                     conn.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + limits.max_connection_age_grace);
+                }
+                _ = activity.head_overdue(limits.header_read_timeout), if http1 && closing.is_none() => {
+                    count_close(self.role, CloseReason::HeaderTimeout);
+                    debug!(listener = self.role, "request headers not received within header-read-timeout");
+                    return;
                 }
                 _ = activity.idle_for(idle_timeout), if closing.is_none() => {
                     count_close(self.role, CloseReason::Idle);

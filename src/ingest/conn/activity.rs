@@ -1,9 +1,11 @@
 //! What one connection is doing: how many requests are in flight (a request counts until its
 //! response body is finished or dropped), so the connection can be closed once it has been
-//! idle long enough; and the request body's minimum data rate, so a client that drips its body
-//! byte by byte is cut off.
+//! idle long enough; when the next HTTP/1 request's head began to arrive ([`ReadMarker`]), so
+//! headers get their own timeout, apart from keep-alive idleness; and the request body's
+//! minimum data rate, so a client that drips its body byte by byte is cut off.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -34,28 +37,51 @@ pub struct TooSlow {
     rate: u64,
 }
 
-/// The in-flight count of one connection, shared by its requests.
+/// What a connection is doing now.
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    /// Requests in flight.
+    in_flight: usize,
+    /// When bytes of the next request's head began to arrive, with nothing in flight.
+    head_started: Option<Instant>,
+}
+
+/// The activity of one connection, shared by its requests and its reader.
 #[derive(Debug, Clone)]
-pub struct Activity(watch::Sender<usize>);
+pub struct Activity(watch::Sender<State>);
 
 impl Activity {
     /// A connection with nothing in flight.
     pub fn new() -> Self {
-        Activity(watch::Sender::new(0))
+        Activity(watch::Sender::new(State::default()))
     }
 
     /// Marks a request in flight until the returned guard drops.
     pub fn begin(&self) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
+        self.0.send_modify(|s| {
+            s.in_flight += 1;
+            s.head_started = None;
+        });
         InFlight(self.0.clone())
     }
 
-    /// Resolves once nothing has been in flight for `idle`.
+    /// Notes that bytes arrived: with nothing in flight, they begin the next request's head.
+    pub fn bytes_arrived(&self) {
+        self.0.send_if_modified(|s| {
+            let starts = s.in_flight == 0 && s.head_started.is_none();
+            if starts {
+                s.head_started = Some(Instant::now());
+            }
+            starts
+        });
+    }
+
+    /// Resolves once nothing has been in flight, and no request has begun, for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         let mut rx = self.0.subscribe();
         loop {
-            let busy = *rx.borrow_and_update() > 0;
-            if busy {
+            let state = *rx.borrow_and_update();
+            if state.in_flight > 0 || state.head_started.is_some() {
                 // The sender lives in `self`: `changed` cannot fail while we borrow it.
                 let _ = rx.changed().await;
                 continue;
@@ -63,6 +89,23 @@ impl Activity {
             tokio::select! {
                 _ = tokio::time::sleep(idle) => return,
                 _ = rx.changed() => {}
+            }
+        }
+    }
+
+    /// Resolves once a request's head has been arriving for `timeout` without completing.
+    pub async fn head_overdue(&self, timeout: Duration) {
+        let mut rx = self.0.subscribe();
+        loop {
+            let state = *rx.borrow_and_update();
+            match state.head_started {
+                Some(started) if state.in_flight == 0 => tokio::select! {
+                    _ = tokio::time::sleep_until(started + timeout) => return,
+                    _ = rx.changed() => {}
+                },
+                _ => {
+                    let _ = rx.changed().await;
+                }
             }
         }
     }
@@ -76,11 +119,75 @@ impl Default for Activity {
 
 /// One request in flight; dropping it ends the request.
 #[derive(Debug)]
-pub struct InFlight(watch::Sender<usize>);
+pub struct InFlight(watch::Sender<State>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0
+            .send_modify(|s| s.in_flight = s.in_flight.saturating_sub(1));
+    }
+}
+
+/// A connection's IO that tells its [`Activity`] when bytes arrive (HTTP/1 only: on HTTP/2,
+/// frames such as PINGs arrive without any request).
+#[derive(Debug)]
+pub struct ReadMarker<I> {
+    inner: I,
+    activity: Option<Activity>,
+}
+
+impl<I> ReadMarker<I> {
+    /// Reports `inner`'s reads to `activity`, if given.
+    pub fn new(inner: I, activity: Option<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ReadMarker<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(activity) = &self.activity
+            && matches!(polled, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+        {
+            activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ReadMarker<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -217,6 +324,28 @@ mod tests {
         let started = Instant::now();
         activity.idle_for(Duration::from_secs(1)).await;
         assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_head_has_its_own_deadline_and_is_not_idle() {
+        let activity = Activity::new();
+        activity.bytes_arrived();
+        let started = Instant::now();
+        let idle = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.idle_for(Duration::from_secs(1)),
+        );
+        assert!(idle.await.is_err(), "a request is arriving: not idle");
+        activity.head_overdue(Duration::from_secs(7)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        // Once the head is complete (the request is in flight), the deadline is gone.
+        let guard = activity.begin();
+        let overdue = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.head_overdue(Duration::from_secs(1)),
+        );
+        assert!(overdue.await.is_err());
+        drop(guard);
     }
 
     #[tokio::test(start_paused = true)]
