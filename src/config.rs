@@ -15,7 +15,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::ingest::auth::{AccessToken, TokenPolicy};
+use crate::ingest::conn::ConnLimits;
+use crate::ingest::http::CorsOrigins;
 use crate::pipeline::{BatchLimits, Protocol};
+
+mod ingress;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -130,6 +134,11 @@ pub struct Flags {
         hide_env_values = true
     )]
     pub access_token: Option<AccessToken>,
+    /// File holding the project access token, re-read on SIGHUP (--access-token wins when
+    /// both are given). Prefer it, or LIGHTSTEP_ACCESS_TOKEN, to --access-token: a flag's
+    /// value is visible to every user in `ps`.
+    #[arg(long, env = "LIGHTSTEP_ACCESS_TOKEN_FILE", value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
     /// Send every report with --access-token, even one that carries its own token.
     #[arg(long, env = "CUBESAT_FORCE_ACCESS_TOKEN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub force_access_token: Option<bool>,
@@ -177,10 +186,72 @@ pub struct Flags {
     /// [default: 256MiB].
     #[arg(long, env = "CUBESAT_STORE_BYTES", value_name = "SIZE")]
     pub store_bytes: Option<ByteSize>,
-    /// On SIGTERM/SIGINT, how long to flush buffered spans before exiting [default: 10s].
+    /// On SIGTERM/SIGINT, how long to flush buffered spans before exiting; the exit status
+    /// is 3 when spans were dropped because it ran out [default: 10s].
     #[arg(long, env = "CUBESAT_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long requests in flight get before their connection is closed
+    /// (at most --drain-timeout) [default: 5s].
+    #[arg(long, env = "CUBESAT_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    /// Close client connections older than this (GOAWAY / `Connection: close`, give or take
+    /// 10%), so long-lived sidecar connections rebalance across a pool [default: never].
+    #[arg(long, env = "CUBESAT_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
+    /// Time requests in flight get after --max-connection-age before the connection is
+    /// dropped [default: 30s].
+    #[arg(long, env = "CUBESAT_MAX_CONNECTION_AGE_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// Time a new connection (after the TLS handshake) gets to send its first bytes
+    /// [default: 10s].
+    #[arg(long, env = "CUBESAT_PROTOCOL_DETECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub protocol_detect_timeout: Option<Duration>,
+    /// HTTP/1: time to receive a request's headers, from their first byte [default: 10s].
+    #[arg(long, env = "CUBESAT_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// HTTP/1: close a kept-alive connection with no request for this long [default: 60s].
+    #[arg(long, env = "CUBESAT_HTTP1_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http1_idle_timeout: Option<Duration>,
+    /// HTTP/2: send GOAWAY on a connection with no stream for this long [default: 60s].
+    #[arg(long, env = "CUBESAT_HTTP2_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http2_idle_timeout: Option<Duration>,
+    /// HTTP/2: PING interval, 0s for none [default: 30s].
+    #[arg(long, env = "CUBESAT_HTTP2_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Option<Duration>,
+    /// HTTP/2: close the connection when a PING is not answered within this [default: 10s].
+    #[arg(long, env = "CUBESAT_HTTP2_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Option<Duration>,
+    /// Request bodies slower than this many bytes per second on average (after
+    /// --body-min-rate-grace) are cut off; 0 turns the check off [default: 256B].
+    #[arg(long, env = "CUBESAT_BODY_MIN_RATE", value_name = "SIZE")]
+    pub body_min_rate: Option<ByteSize>,
+    /// Time a request body may take before --body-min-rate applies [default: 10s].
+    #[arg(long, env = "CUBESAT_BODY_MIN_RATE_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub body_min_rate_grace: Option<Duration>,
+    /// Open admin connections allowed; more are closed at once [default: 64].
+    #[arg(long, env = "CUBESAT_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<usize>,
+    /// Origins (`https://app.example.com`, comma-separated, or `*`) allowed to send spans
+    /// from a browser. Serve mode: none by default; developer mode: any origin when the
+    /// ingest listener is loopback.
+    #[arg(
+        long,
+        env = "CUBESAT_CORS_ALLOWED_ORIGINS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -229,6 +300,8 @@ pub struct TlsListen {
     pub addr: SocketAddr,
     /// The loaded certificate and key.
     pub server: Arc<rustls::ServerConfig>,
+    /// Re-reads the certificate and key (SIGHUP).
+    pub certs: Arc<crate::tls::CertReloader>,
 }
 
 impl std::fmt::Debug for TlsListen {
@@ -279,8 +352,12 @@ pub struct Config {
     pub batch_workers: usize,
     /// Largest accepted report.
     pub max_message_bytes: usize,
-    /// Connections per listener.
-    pub max_connections: usize,
+    /// Ingest connection limits and timeouts (both ingest listeners).
+    pub conn: ConnLimits,
+    /// Admin connection limits and timeouts.
+    pub admin_conn: ConnLimits,
+    /// Browser origins allowed to send spans.
+    pub cors: CorsOrigins,
     /// Shutdown flush window.
     pub drain_timeout: Duration,
     /// Log filter.
@@ -322,11 +399,15 @@ impl Config {
         };
 
         let tls = match (pick!(tls_cert), pick!(tls_key)) {
-            (Some(cert), Some(key)) => Some(TlsListen {
-                addr: pick!(tls_listen).unwrap_or_else(|| addr(tls_listen)),
-                server: crate::tls::server_config(&cert, &key)
-                    .map_err(|e| invalid("tls-cert", cert.display(), e.to_string()))?,
-            }),
+            (Some(cert), Some(key)) => {
+                let (server, certs) = crate::tls::server_config(&cert, &key)
+                    .map_err(|e| invalid("tls-cert", cert.display(), e.to_string()))?;
+                Some(TlsListen {
+                    addr: pick!(tls_listen).unwrap_or_else(|| addr(tls_listen)),
+                    server,
+                    certs,
+                })
+            }
             (Some(cert), None) => {
                 return Err(invalid(
                     "tls-key",
@@ -431,22 +512,28 @@ impl Config {
             )?,
         };
 
+        let drain_timeout = pick!(drain_timeout).unwrap_or(Duration::from_secs(10));
+        let (conn, admin_conn) = ingress::connection_limits(&flags, &file, drain_timeout)?;
+        let listen = pick!(listen).unwrap_or_else(|| addr(listen));
         Ok(Config {
             mode,
-            listen: pick!(listen).unwrap_or_else(|| addr(listen)),
+            listen,
+            cors: ingress::cors_origins(mode, listen, pick!(cors_allowed_origins))?,
             tls,
             admin_listen: pick!(admin_listen).unwrap_or_else(|| addr(admin_listen)),
             upstream,
-            tokens: TokenPolicy {
-                configured: pick!(access_token).unwrap_or_default(),
-                force: pick!(force_access_token).unwrap_or(false),
-            },
+            tokens: ingress::token_policy(
+                pick!(access_token),
+                pick!(access_token_file),
+                pick!(force_access_token).unwrap_or(false),
+            )?,
             buffer_bytes,
             batch,
             batch_workers: at_least_one("batch-workers", pick!(batch_workers), 1)?,
             max_message_bytes,
-            max_connections: at_least_one("max-connections", pick!(max_connections), 10_000)?,
-            drain_timeout: pick!(drain_timeout).unwrap_or(Duration::from_secs(10)),
+            conn,
+            admin_conn,
+            drain_timeout,
             log_level: pick!(log_level).unwrap_or_else(|| "info".to_owned()),
             store_bytes,
         })
@@ -567,7 +654,7 @@ fn at_least_one(
 mod tests {
     use super::*;
 
-    fn flags(args: &[&str]) -> Flags {
+    pub(super) fn flags(args: &[&str]) -> Flags {
         let cli =
             Cli::try_parse_from(std::iter::once("cubesat").chain(args.iter().copied())).unwrap();
         match cli.command {

@@ -74,7 +74,7 @@ pub fn config_summary(config: &Config) -> Value {
             );
         }
     }
-    let token = if config.tokens.configured.expose().is_empty() {
+    let token = if config.tokens.configured.get().is_empty() {
         "not set"
     } else {
         "set (hidden)"
@@ -90,7 +90,7 @@ pub fn config_summary(config: &Config) -> Value {
         "max-message-bytes".into(),
         json!(size(config.max_message_bytes)),
     );
-    c.insert("max-connections".into(), json!(config.max_connections));
+    c.insert("max-connections".into(), json!(config.conn.max_connections));
     c.insert("drain-timeout".into(), json!(ms(config.drain_timeout)));
     c.insert("log-level".into(), json!(config.log_level));
     if config.mode == Mode::Dev {

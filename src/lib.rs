@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod listen;
 pub mod pipeline;
 pub mod proto;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -49,7 +50,7 @@ use crate::ingest::Intake;
 use crate::ingest::conn::{self, ConnLimits};
 use crate::listen::Listeners;
 use crate::pipeline::{Batcher, Ring, RingConfig};
-use crate::shutdown::Drain;
+use crate::shutdown::{Drain, DrainReport};
 use crate::telemetry::DropReason;
 
 /// Why the satellite could not start.
@@ -66,17 +67,18 @@ pub enum RunError {
     Store(#[from] std::io::Error),
 }
 
-/// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains.
+/// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains and
+/// reports what the drain delivered and dropped.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+) -> Result<DrainReport, RunError> {
     let addrs = listeners.addrs();
     let started = std::time::SystemTime::now();
     let drain = Drain::default();
-    if config.mode == Mode::Serve && config.tokens.configured.expose().is_empty() {
+    if config.mode == Mode::Serve && config.tokens.configured.get().is_empty() {
         warn!(
             "no access token configured (--access-token or LIGHTSTEP_ACCESS_TOKEN): only reports that carry their own token will be accepted upstream"
         );
@@ -128,7 +130,8 @@ pub async fn run(
     }
     let mut batchers = JoinSet::new();
     for shard in shards {
-        let batcher = Batcher::new(config.batch, exporter.clone());
+        let batcher = Batcher::new(config.batch, exporter.clone())
+            .flush_at_once_on(drain.stop_accepting.clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
@@ -143,31 +146,39 @@ pub async fn run(
         intake = intake.with_tee(tee.clone());
     }
     let intake = Arc::new(intake);
-    let routes = ingest::router(intake, config.max_message_bytes).await?;
+    let routes = ingest::router(intake, config.max_message_bytes, &config.cors).await?;
 
-    let limits = ConnLimits {
-        max_connections: config.max_connections,
-        tls_handshake_timeout: Duration::from_secs(10),
-        drain_timeout: config.drain_timeout,
+    // HTTP/2 flow-control windows are sized from the memory budget.
+    let conn_limits = ConnLimits {
         budget_bytes: config.buffer_bytes,
+        ..config.conn
     };
     let mut servers = JoinSet::new();
     servers.spawn(conn::serve(
+        "ingest",
         listeners.ingest,
         None,
         routes.router.clone(),
-        limits,
+        conn_limits,
         drain.stop_accepting.clone(),
     ));
     if let (Some(listener), Some(tls)) = (listeners.tls, &config.tls) {
         servers.spawn(conn::serve(
+            "tls",
             listener,
             Some(TlsAcceptor::from(tls.server.clone())),
             routes.router.clone(),
-            limits,
+            conn_limits,
             drain.stop_accepting.clone(),
         ));
     }
+    tokio::spawn(
+        reload::Reloadable {
+            tokens: config.tokens.clone(),
+            certs: config.tls.as_ref().map(|tls| tls.certs.clone()),
+        }
+        .on_hangup(drain.abort.clone()),
+    );
     let mut admin_router = admin::router(admin::AdminState {
         readiness: readiness.clone(),
         metrics,
@@ -186,14 +197,16 @@ pub async fn run(
             shutdown: drain.stop_accepting.clone(),
         }));
     }
-    let admin_stop = drain.abort.clone();
-    let admin = tokio::spawn(async move {
-        let serve = axum::serve(listeners.admin, admin_router)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await });
-        if let Err(error) = serve.await {
-            warn!(%error, "admin server failed");
-        }
-    });
+    // The admin port has its own small connection limit, so flooding it cannot take the file
+    // descriptors ingest needs; it answers (/_ready: draining, /metrics) until the very end.
+    let admin = tokio::spawn(conn::serve(
+        "admin",
+        listeners.admin,
+        None,
+        admin_router,
+        config.admin_conn,
+        drain.abort.clone(),
+    ));
     drop(startup);
     tokio::spawn(
         readiness
@@ -206,8 +219,22 @@ pub async fn run(
 
     shutdown.await;
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    let upstream = match &exporter {
+        Exporter::Upstream(up) => Some(up.clone()),
+        Exporter::Off => None,
+    };
+    let tally = |up: &forward::Upstream| (up.delivered_spans(), up.aborted_spans());
+    let before = upstream.as_ref().map(tally).unwrap_or_default();
+    let buffered = ring.held_spans();
+    info!(
+        buffered_spans = buffered,
+        drain_timeout = ?config.drain_timeout,
+        "shutdown: no new connections; flushing every open batch"
+    );
     readiness.set_draining();
     ingest::stop_serving(&routes.health).await;
+    // Listeners close, idle connections close, requests in flight get the shutdown grace;
+    // the batchers flush every open batch now and each report that still arrives at once.
     drain.stop_accepting.cancel();
     let _ = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
@@ -221,7 +248,10 @@ pub async fn run(
     })
     .await;
     if flushed.is_err() {
-        warn!("drain timeout reached with spans still buffered");
+        warn!(
+            held_spans = ring.held_spans(),
+            "drain timeout reached with spans still buffered"
+        );
     }
     drain.abort.cancel();
     // Aborted sends count their own spans; whatever is still held never left the batchers.
@@ -230,15 +260,37 @@ pub async fn run(
         upstream_tasks.wait().await;
     })
     .await;
-    batchers.abort_all();
+    // Spool hook (issue 11): with a spool, what is still held here is written to it instead
+    // of being dropped, and does not count in `dropped` below.
     let left = ring.held_spans();
-    if left > 0 {
-        telemetry::count_dropped(DropReason::Shutdown, left);
-        warn!(spans = left, "spans dropped at shutdown");
+    batchers.abort_all();
+    telemetry::count_dropped(DropReason::Shutdown, left);
+    let after = upstream.as_ref().map(tally).unwrap_or_default();
+    let report = DrainReport {
+        buffered,
+        delivered: after.0.saturating_sub(before.0),
+        dropped: after.1.saturating_sub(before.1) + left,
+    };
+    if report.dropped > 0 {
+        warn!(
+            delivered_spans = report.delivered,
+            dropped_spans = report.dropped,
+            exit_status = report.exit_code(),
+            "shutdown: {} spans delivered, {} spans dropped while draining",
+            report.delivered,
+            report.dropped
+        );
+    } else {
+        info!(
+            delivered_spans = report.delivered,
+            dropped_spans = 0,
+            "shutdown: {} spans delivered, none dropped",
+            report.delivered
+        );
     }
     let _ = admin.await;
     info!("cubesat stopped");
-    Ok(())
+    Ok(report)
 }
 
 /// Installs the Prometheus recorder and describes every metric.

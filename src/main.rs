@@ -26,14 +26,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    report(runtime.block_on(serve(config)))
+    match runtime.block_on(serve(config)) {
+        // 0, or 3 when spans were dropped at shutdown (see `cubesat::shutdown`).
+        Ok(drained) => ExitCode::from(drained.exit_code()),
+        Err(error) => report(Err(error)),
+    }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<cubesat::shutdown::DrainReport> {
     let metrics = cubesat::install_metrics().context("installing the metrics recorder")?;
     let listeners = Listeners::bind(&config).await?;
-    cubesat::run(config, listeners, metrics, cubesat::shutdown::signal()).await?;
-    Ok(())
+    let drained = cubesat::run(config, listeners, metrics, cubesat::shutdown::signal()).await?;
+    Ok(drained)
 }
 
 fn write_certs(args: &cubesat::config::CertsArgs) -> anyhow::Result<()> {

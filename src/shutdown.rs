@@ -1,17 +1,47 @@
-//! Shutdown: the signal that starts it, and the phases a drain goes through.
+//! Shutdown: the signal that starts it, the phases a drain goes through, and what it achieved.
 //!
-//! SIGTERM or SIGINT → stop accepting (health NOT_SERVING, listeners closed, connections
-//! finish) → batchers flush everything they hold → wait for the upstream to take it, up to
-//! the drain timeout → abort what is left, counting it as dropped → exit 0.
+//! SIGTERM or SIGINT → stop accepting (health NOT_SERVING, listeners closed, idle connections
+//! closed at once, requests in flight get `--shutdown-grace`) and, at the same moment, every
+//! open batch is flushed (whatever `--batch-timeout` says) → when the connections are gone the
+//! batchers hand over the rest → deliver until `--drain-timeout` → abort what is left,
+//! counting it as dropped → log the spans delivered and dropped while draining → exit with
+//! [`DrainReport::exit_code`]: 0 when nothing was lost, [`SPANS_DROPPED_EXIT`] when spans were.
 
 use tokio_util::sync::CancellationToken;
+
+/// The exit status when spans were dropped at shutdown (1 is a failure to start, 2 a
+/// configuration error).
+pub const SPANS_DROPPED_EXIT: u8 = 3;
+
+/// What a drain did with the spans cubesat held or took in after the signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Spans held when the drain began.
+    pub buffered: u64,
+    /// Spans the upstream accepted during the drain.
+    pub delivered: u64,
+    /// Spans dropped because the drain timeout ended before they were delivered.
+    pub dropped: u64,
+}
+
+impl DrainReport {
+    /// The process exit status: 0, or [`SPANS_DROPPED_EXIT`] when spans were dropped.
+    pub fn exit_code(&self) -> u8 {
+        if self.dropped > 0 {
+            SPANS_DROPPED_EXIT
+        } else {
+            0
+        }
+    }
+}
 
 /// The phases of a drain, each a token the parts of the program watch.
 #[derive(Debug, Clone, Default)]
 pub struct Drain {
-    /// Listeners stop accepting; connections are closed gracefully.
+    /// Listeners stop accepting; connections are closed gracefully; batchers flush every
+    /// open batch at once and send each report as soon as it arrives.
     pub stop_accepting: CancellationToken,
-    /// Batchers close their shard and flush every open batch.
+    /// The connections are gone: batchers close their shard and flush what is left.
     pub flush: CancellationToken,
     /// The drain timeout passed: in-flight upstream work is abandoned (and counted).
     pub abort: CancellationToken,
@@ -38,5 +68,25 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_says_whether_spans_were_lost() {
+        let clean = DrainReport {
+            buffered: 10,
+            delivered: 10,
+            dropped: 0,
+        };
+        assert_eq!(clean.exit_code(), 0);
+        let lossy = DrainReport {
+            dropped: 1,
+            ..clean
+        };
+        assert_eq!(lossy.exit_code(), SPANS_DROPPED_EXIT);
     }
 }

@@ -35,10 +35,14 @@ pub const UPSTREAM_REQUEST_SECONDS: &str = "cubesat_upstream_request_duration_se
 pub const UPSTREAM_ERRORS: &str = "cubesat_upstream_errors_total";
 /// 1 while the upstream is reachable, else 0.
 pub const UPSTREAM_UP: &str = "cubesat_upstream_up";
-/// Ingest connections open now.
+/// Connections open now, by `listener` (ingest, tls, admin).
 pub const CONNECTIONS_OPEN: &str = "cubesat_ingest_connections";
-/// Ingest connections refused because `max-connections` was reached.
+/// Connections refused because the listener's connection limit was reached, by `listener`.
 pub const CONNECTIONS_REFUSED: &str = "cubesat_ingest_connections_refused_total";
+/// Connections cubesat closed, by `listener` and `reason` (see `ingest::conn::CloseReason`).
+pub const CONNECTIONS_CLOSED: &str = "cubesat_connections_closed_total";
+/// `accept` failures (EMFILE, ENFILE, ...), by `listener`.
+pub const ACCEPT_ERRORS: &str = "cubesat_accept_errors_total";
 
 /// Developer mode: spans inserted into the trace store.
 pub const STORE_SPANS_STORED: &str = "cubesat_store_spans_stored_total";
@@ -133,11 +137,16 @@ pub fn describe() {
     );
     describe_counter!(UPSTREAM_ERRORS, "Upstream errors, by gRPC code.");
     describe_gauge!(UPSTREAM_UP, "1 while the upstream is reachable.");
-    describe_gauge!(CONNECTIONS_OPEN, "Ingest connections open now.");
+    describe_gauge!(CONNECTIONS_OPEN, "Connections open now, by listener.");
     describe_counter!(
         CONNECTIONS_REFUSED,
-        "Ingest connections refused at max-connections."
+        "Connections refused at the listener's connection limit, by listener."
     );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections closed by cubesat, by listener and reason (detect_timeout, header_timeout, idle, max_age, shutdown, grace_expired, tls_handshake)."
+    );
+    describe_counter!(ACCEPT_ERRORS, "accept() failures, by listener.");
     describe_counter!(STORE_SPANS_STORED, "Spans stored by developer mode.");
     describe_counter!(
         STORE_SPANS_DROPPED,

@@ -1,16 +1,21 @@
 //! TLS material: PEM files to rustls server configs (ALPN `h2`, `http/1.1`), and development
 //! certificates (a CA, and a server certificate for localhost signed by it) made with rcgen.
 //!
-//! Only rustls; no OpenSSL anywhere.
+//! The ingest certificate sits behind a [`CertReloader`]: SIGHUP swaps in a freshly read
+//! certificate and key for new handshakes, open connections keep theirs, and a bad pair is
+//! refused while the old one stays. Only rustls; no OpenSSL anywhere.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -41,8 +46,32 @@ pub enum TlsError {
     },
 }
 
-/// Builds the ingest server config from a PEM certificate chain and a PEM private key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the ingest server config from a PEM certificate chain and a PEM private key; the
+/// returned [`CertReloader`] re-reads both files on demand.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<CertReloader>), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = Arc::new(CertReloader {
+        current: RwLock::new(Arc::new(load_certified_key(cert, key, &provider)?)),
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        provider: provider.clone(),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(config), certs))
+}
+
+fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
     let pem_error = |path: &Path, message: String| TlsError::Pem {
         path: path.to_owned(),
         message,
@@ -55,13 +84,43 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         return Err(pem_error(cert, "no CERTIFICATE block found".into()));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(CertifiedKey::from_der(chain, key_der, provider)?)
+}
+
+/// The ingest certificate and key, swapped atomically on reload; handshakes read the current
+/// pair (connections already open keep theirs).
+#[derive(Debug)]
+pub struct CertReloader {
+    current: RwLock<Arc<CertifiedKey>>,
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+}
+
+impl CertReloader {
+    /// Re-reads the certificate and key files; on error the current pair stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(load_certified_key(&self.cert, &self.key, &self.provider)?);
+        match self.current.write() {
+            Ok(mut current) => *current = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// The pair handshakes use now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl ResolvesServerCert for CertReloader {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
 }
 
 /// Files written by [`generate_dev_certs`].
@@ -153,13 +212,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files =
             generate_dev_certs(dir.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let config = server_config(&files.server_cert, &files.server_key).unwrap();
+        let (config, _) = server_config(&files.server_cert, &files.server_key).unwrap();
         assert_eq!(
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         let ca = std::fs::read_to_string(&files.ca_cert).unwrap();
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn reload_swaps_the_pair_and_a_bad_one_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate_dev_certs(dir.path(), &["localhost".into()]).unwrap();
+        let (_, certs) = server_config(&files.server_cert, &files.server_key).unwrap();
+        let first = certs.current();
+        // New files in place (a renewed certificate): the next handshake gets them.
+        generate_dev_certs(dir.path(), &["localhost".into()]).unwrap();
+        certs.reload().unwrap();
+        let second = certs.current();
+        assert_ne!(first.cert, second.cert);
+        // A key that does not match, or a broken file: refused, the current pair stays.
+        let other = tempfile::tempdir().unwrap();
+        let stray = generate_dev_certs(other.path(), &["localhost".into()]).unwrap();
+        std::fs::copy(&stray.server_key, &files.server_key).unwrap();
+        assert!(certs.reload().is_err());
+        std::fs::write(&files.server_cert, "garbage").unwrap();
+        assert!(certs.reload().is_err());
+        assert_eq!(certs.current().cert, second.cert);
     }
 
     #[test]

@@ -364,7 +364,13 @@ async fn errors_are_clear_and_never_parse_as_a_report_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_tracers_get_cors() {
-    let cubesat = Cubesat::serve(&["--upstream", "http://127.0.0.1:9"]);
+    // Serve mode allows only the configured origins (tests/connections.rs: no others).
+    let cubesat = Cubesat::serve(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--cors-allowed-origins",
+        "https://other.example,http://app.example",
+    ]);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     for path in ["/api/v2/reports", "/v1/traces"] {

@@ -416,7 +416,9 @@ async fn malformed_thrift_gets_400_with_a_message_while_others_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_thrift_tracers_get_cors() {
-    let (_capture, _upstream, cubesat) = start(&[]).await;
+    // Serve mode allows only the configured origins.
+    let (_capture, _upstream, cubesat) =
+        start(&["--cors-allowed-origins", "http://shop.example"]).await;
     use http_body_util::{BodyExt, Empty};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<Bytes>>();

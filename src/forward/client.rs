@@ -5,7 +5,7 @@
 //! The access token leaves in `lightstep-access-token` metadata and (already written by the
 //! batcher) in `auth.access_token`; it is never logged.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -189,6 +189,10 @@ struct Inner {
     tasks: TaskTracker,
     health: Arc<UpstreamHealth>,
     abort: CancellationToken,
+    /// Spans the upstream accepted, for the shutdown report.
+    delivered: AtomicU64,
+    /// Spans abandoned because `abort` fired, for the shutdown report.
+    aborted: AtomicU64,
 }
 
 impl Upstream {
@@ -231,8 +235,25 @@ impl Upstream {
                 tasks,
                 health: Arc::new(UpstreamHealth::new(ca_roots)),
                 abort,
+                delivered: AtomicU64::new(0),
+                aborted: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Spans the upstream has accepted so far.
+    pub fn delivered_spans(&self) -> u64 {
+        self.inner.delivered.load(Ordering::Acquire)
+    }
+
+    /// Spans abandoned so far because the drain timeout ended.
+    pub fn aborted_spans(&self) -> u64 {
+        self.inner.aborted.load(Ordering::Acquire)
+    }
+
+    fn count_aborted(&self, spans: u64) {
+        self.inner.aborted.fetch_add(spans, Ordering::AcqRel);
+        telemetry::count_dropped(DropReason::Shutdown, spans);
     }
 
     /// The upstream's reachability, for readiness.
@@ -280,13 +301,16 @@ impl Upstream {
         let result = tokio::select! {
             result = retried => result,
             _ = self.inner.abort.cancelled() => {
-                telemetry::count_dropped(DropReason::Shutdown, spans);
+                self.count_aborted(spans);
                 return;
             }
         };
         match result {
             Ok(reply) => {
                 let rejected = batch.key.protocol.rejected_spans(reply, spans);
+                self.inner
+                    .delivered
+                    .fetch_add(spans - rejected, Ordering::AcqRel);
                 metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans - rejected);
                 telemetry::count_dropped(DropReason::UpstreamRejected, rejected);
             }
@@ -356,7 +380,7 @@ impl BatchSink for Upstream {
         let slot = tokio::select! {
             slot = self.inner.slots.clone().acquire_owned() => slot,
             _ = self.inner.abort.cancelled() => {
-                telemetry::count_dropped(DropReason::Shutdown, u64::from(batch.spans));
+                self.count_aborted(u64::from(batch.spans));
                 return;
             }
         };

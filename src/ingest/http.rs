@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
@@ -230,19 +230,39 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Permissive CORS for browser tracers: any origin, POST, and the token header.
-pub fn cors() -> tower_http::cors::CorsLayer {
+/// Which browser origins may send spans (CORS), from configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS: browsers may not post cross-origin (serve mode's default).
+    #[default]
+    Off,
+    /// Any origin (developer mode on a loopback listener, or `*` configured).
+    Any,
+    /// Exactly these origins; any other `Origin` gets no CORS headers back.
+    List(Vec<HeaderValue>),
+}
+
+/// The CORS layer for browser tracers: POST and the token header, from the allowed origins
+/// only; `None` when no origin is allowed. A foreign `Origin` is never echoed.
+pub fn cors(origins: &CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            header::ACCEPT,
-            header::HeaderName::from_static(super::auth::TOKEN_HEADER),
-        ])
-        .max_age(std::time::Duration::from_secs(86_400))
+    let allow = match origins {
+        CorsOrigins::Off => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::ACCEPT,
+                header::HeaderName::from_static(super::auth::TOKEN_HEADER),
+            ])
+            .max_age(std::time::Duration::from_secs(86_400)),
+    )
 }
 
 /// For unknown paths: gRPC clients get `UNIMPLEMENTED`, everyone else a 404 naming the routes.

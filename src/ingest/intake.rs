@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use metrics::Counter;
 
-use super::auth::TokenPolicy;
+use super::auth::{TokenError, TokenPolicy};
 use crate::pipeline::{BatchKey, Charge, Protocol, PushError, Ring};
 use crate::telemetry::{self, DropReason};
 use crate::translate::{self, TranslateError};
@@ -33,6 +33,9 @@ pub enum IngestError {
     /// The buffer has no room (or is draining): the client should retry later.
     #[error("cannot accept report now: {0}")]
     Unavailable(#[from] PushError),
+    /// The report's (or its transport's) access token is not acceptable.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// Where accepted requests are also offered, as they arrived, whatever protocol they leave
@@ -100,6 +103,12 @@ struct ProtocolCounters {
 }
 
 impl ProtocolCounters {
+    /// Counts a report once it is admitted (refused reports never count as received).
+    fn admitted(&self, client_dropped: u64) {
+        self.reports.increment(1);
+        self.client_dropped.increment(client_dropped);
+    }
+
     fn new(protocol: Protocol) -> Self {
         let p = protocol.as_str();
         Self {
@@ -179,9 +188,14 @@ impl Intake {
         charge_bytes: usize,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.lightstep;
-        counters.reports.increment(1);
-        counters.client_dropped.increment(scan.client_dropped_spans);
+        // Checked first, so a bad token is refused even in a report without spans.
+        let token = self
+            .tokens
+            .resolve(scan.access_token.as_ref(), header_token)
+            .map_err(|error| self.bad_token(Protocol::Lightstep, error))?;
+        let client_dropped = scan.client_dropped_spans;
         if scan.spans.count == 0 {
+            counters.admitted(client_dropped);
             return Ok(Accepted { spans: 0 });
         }
         // Developer mode stores the request as it arrived, whatever protocol it leaves in.
@@ -193,18 +207,17 @@ impl Intake {
             )
         });
         let accepted = if self.forced == Some(Protocol::Otlp) {
-            self.lightstep_as_otlp(scan, header_token)?
+            self.lightstep_as_otlp(scan, token)?
         } else {
             let key = BatchKey {
                 protocol: Protocol::Lightstep,
-                token: self
-                    .tokens
-                    .resolve(scan.access_token.as_ref(), header_token),
+                token,
                 reporter: scan.reporter,
                 timestamp_offset_micros: scan.timestamp_offset_micros,
             };
             self.admit(counters, key, scan.spans, charge_bytes)?
         };
+        counters.admitted(client_dropped);
         if let (Some(tee), Some((reporter, runs, offset))) = (&self.tee, teed) {
             tee.lightstep(reporter, offset, runs, accepted.spans);
         }
@@ -247,22 +260,27 @@ impl Intake {
             counters.malformed.increment(1);
             tracing::debug!(%error, "refused malformed OTLP export");
         })?;
-        counters.reports.increment(1);
+        let token = self
+            .tokens
+            .resolve(None, header_token)
+            .map_err(|error| self.bad_token(Protocol::Otlp, error))?;
         if spans.count == 0 {
+            counters.admitted(0);
             return Ok(Accepted { spans: 0 });
         }
         let accepted = if self.forced == Some(Protocol::Lightstep) {
-            self.otlp_as_lightstep(&body, u64::from(spans.count), header_token)?
+            self.otlp_as_lightstep(&body, u64::from(spans.count), token)?
         } else {
             let key = BatchKey {
                 protocol: Protocol::Otlp,
-                token: self.tokens.resolve(None, header_token),
+                token,
                 reporter: Bytes::new(),
                 timestamp_offset_micros: 0,
             };
             let charge = body.len();
             self.admit(counters, key, spans, charge)?
         };
+        counters.admitted(0);
         if let Some(tee) = &self.tee {
             tee.otlp(body, accepted.spans);
         }
@@ -270,15 +288,8 @@ impl Intake {
     }
 
     /// Translates a scanned Lightstep report to OTLP and admits it as an OTLP request.
-    fn lightstep_as_otlp(
-        &self,
-        scan: ReportScan,
-        header_token: Option<&[u8]>,
-    ) -> Result<Accepted, IngestError> {
+    fn lightstep_as_otlp(&self, scan: ReportScan, token: Bytes) -> Result<Accepted, IngestError> {
         let counters = &self.lightstep;
-        let token = self
-            .tokens
-            .resolve(scan.access_token.as_ref(), header_token);
         // The scan may come from a streamed upload: rebuild the report from its parts (the
         // token is already resolved, so it is left out).
         let offset = scan.timestamp_offset_micros;
@@ -308,10 +319,9 @@ impl Intake {
         &self,
         body: &[u8],
         spans: u64,
-        header_token: Option<&[u8]>,
+        token: Bytes,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.otlp;
-        let token = self.tokens.resolve(None, header_token);
         let limit = translate::output_limit(body.len(), self.max_message_bytes);
         let reports = translate::check_decoded_size(spans, body.len())
             .and_then(|()| translate::export_bytes_to_reports_within(body, limit))
@@ -354,6 +364,14 @@ impl Intake {
             counters.untranslatable.increment(1);
         }
         tracing::debug!(%error, "refused untranslatable report");
+        error.into()
+    }
+
+    /// Counts a report refused for its token.
+    fn bad_token(&self, protocol: Protocol, error: TokenError) -> IngestError {
+        metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => protocol.as_str(), "reason" => error.reason())
+            .increment(1);
+        tracing::debug!(%error, "refused a report's access token");
         error.into()
     }
 

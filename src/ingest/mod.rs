@@ -50,6 +50,7 @@ pub struct IngestRoutes {
 pub async fn router(
     intake: Arc<Intake>,
     max_message_bytes: usize,
+    cors: &http::CorsOrigins,
 ) -> Result<IngestRoutes, RouterError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in Protocol::ALL.map(Protocol::service) {
@@ -73,6 +74,14 @@ pub async fn router(
     };
     let report = GrpcIngest::<lightstep::Report>::new(intake.clone(), max_message_bytes);
     let export = GrpcIngest::<otlp::Export>::new(intake.clone(), max_message_bytes);
+    let mut http_routes = axum::Router::new()
+        .merge(otlp::http::routes(intake.clone(), max_message_bytes))
+        .merge(lightstep::thrift::routes(intake.clone(), max_message_bytes))
+        .merge(lightstep::http::routes(intake, max_message_bytes));
+    // Browser tracers post cross-origin, from the allowed origins only; gRPC needs no CORS.
+    if let Some(cors) = http::cors(cors) {
+        http_routes = http_routes.layer(cors);
+    }
     let router = tonic::service::Routes::new(report)
         .add_service(export)
         .add_service(health_service)
@@ -80,14 +89,7 @@ pub async fn router(
         .add_service(reflection().build_v1alpha()?)
         .prepare()
         .into_axum_router()
-        .merge(
-            axum::Router::new()
-                .merge(otlp::http::routes(intake.clone(), max_message_bytes))
-                .merge(lightstep::thrift::routes(intake.clone(), max_message_bytes))
-                .merge(lightstep::http::routes(intake, max_message_bytes))
-                // Browser tracers post cross-origin; gRPC routes need no CORS.
-                .layer(http::cors()),
-        )
+        .merge(http_routes)
         // Bodies are limited and charged per route, before and after decompression, in
         // `http::Route::read_body`.
         .layer(axum::extract::DefaultBodyLimit::max(max_message_bytes))

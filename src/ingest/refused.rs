@@ -119,6 +119,13 @@ impl From<IngestError> for Refused {
             IngestError::Unavailable(e @ PushError::Full { .. }) => {
                 Refused::unavailable(format!("satellite is overloaded ({e}); retry later"))
             }
+            // A token is a credential: clients (and Lightstep's own collectors) treat a bad
+            // one as UNAUTHENTICATED, and neither gRPC nor OTel clients retry it.
+            IngestError::Token(_) => Refused::new(
+                StatusCode::UNAUTHORIZED,
+                Code::Unauthenticated,
+                error.to_string(),
+            ),
         }
     }
 }

@@ -46,6 +46,7 @@ pub struct Batcher<S> {
     limits: BatchLimits,
     open: HashMap<BatchKey, OpenBatch>,
     sink: S,
+    flush_now: CancellationToken,
 }
 
 impl<S: BatchSink> Batcher<S> {
@@ -55,7 +56,15 @@ impl<S: BatchSink> Batcher<S> {
             limits,
             open: HashMap::new(),
             sink,
+            flush_now: CancellationToken::new(),
         }
+    }
+
+    /// Once `token` is cancelled (shutdown has begun), every open batch is flushed at once and
+    /// every report after it is sent as soon as it arrives, whatever `max_age` says.
+    pub fn flush_at_once_on(mut self, token: CancellationToken) -> Self {
+        self.flush_now = token;
+        self
     }
 
     /// Reads `rx` until `drain` is cancelled and the shard is empty, then flushes everything.
@@ -64,6 +73,8 @@ impl<S: BatchSink> Batcher<S> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining = false;
+        let mut at_once = false;
+        let flush_now = self.flush_now.clone();
         loop {
             // Biased, so a steady stream of reports cannot starve the age-based flush.
             tokio::select! {
@@ -73,9 +84,18 @@ impl<S: BatchSink> Batcher<S> {
                     draining = true;
                     rx.close();
                 }
+                _ = flush_now.cancelled(), if !at_once => {
+                    at_once = true;
+                    self.flush_older_than(Duration::ZERO).await;
+                }
                 _ = ticker.tick() => self.flush_older_than(self.limits.max_age).await,
                 report = rx.recv() => match report {
-                    Some(report) => self.add(report).await,
+                    Some(report) => {
+                        self.add(report).await;
+                        if at_once {
+                            self.flush_older_than(Duration::ZERO).await;
+                        }
+                    }
                     None => break,
                 },
             }
@@ -342,5 +362,48 @@ mod tests {
         assert_eq!(sink.0.lock().unwrap().len(), 2, "flushed on drain");
         let r = report(&ring, request("a", 1, 4..5));
         assert!(ring.push(r.key, r.spans, r.charge).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_flushes_open_batches_at_once_whatever_their_age_limit() {
+        let (ring, mut rxs) = Ring::new(RingConfig {
+            capacity_bytes: 1 << 20,
+            high_water: 0.9,
+            low_water: 0.5,
+            shards: 1,
+        });
+        let sink = Capture::default();
+        let (flush_now, drain) = (CancellationToken::new(), CancellationToken::new());
+        let batcher = Batcher::new(
+            BatchLimits {
+                max_spans: 1000,
+                max_bytes: usize::MAX,
+                max_age: Duration::from_secs(30),
+            },
+            sink.clone(),
+        )
+        .flush_at_once_on(flush_now.clone());
+        let task = tokio::spawn(batcher.run(rxs.remove(0), drain.clone()));
+        let r = report(&ring, request("a", 1, 0..3));
+        ring.push(r.key, r.spans, r.charge).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "younger than batch-timeout"
+        );
+        flush_now.cancel();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            1,
+            "flushed when shutdown began"
+        );
+        // Requests still in flight are admitted and sent at once.
+        let r = report(&ring, request("a", 1, 3..5));
+        ring.push(r.key, r.spans, r.charge).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(sink.0.lock().unwrap().len(), 2);
+        drain.cancel();
+        task.await.unwrap();
     }
 }
