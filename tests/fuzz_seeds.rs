@@ -258,10 +258,7 @@ fn thrift_binary_seeds() {
         ),
     ];
     for (name, bytes) in &seeds {
-        let call = cubesat::ingest::thrift::binary::read_call(bytes)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        cubesat::ingest::thrift::to_report_request(call.report, call.access_token)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        cubesat::ingest::parse_thrift_binary(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     write_seeds("thrift_binary", &seeds);
 }
@@ -276,10 +273,7 @@ fn thrift_json_seeds() {
         ("empty", b"{}".to_vec()),
     ];
     for (name, bytes) in &seeds {
-        let report =
-            cubesat::ingest::thrift::parse_json(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        cubesat::ingest::thrift::to_report_request(report, None)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        cubesat::ingest::parse_thrift_json(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     write_seeds("thrift_json", &seeds);
 }
@@ -305,8 +299,7 @@ fn lightstep_json_seeds() {
         ),
     ];
     for (name, bytes) in &seeds {
-        cubesat::ingest::http::lightstep::json_to_protobuf(bytes)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        cubesat::ingest::parse_lightstep_json(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     write_seeds("lightstep_json", &seeds);
 }

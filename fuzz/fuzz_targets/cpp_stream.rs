@@ -1,4 +1,4 @@
-//! The C++ tracer's streamed upload (`ingest::stream::upload`): a `ReportRequest` arriving as
+//! The C++ tracer's streamed upload (`ingest::read_lightstep_stream`): a `ReportRequest` arriving as
 //! a chunked body whose chunk boundaries fall anywhere. Input: byte 0 is the chunk length
 //! (0: one chunk), bit 0 of byte 1 cuts the stream off with an error instead of ending it,
 //! the rest is the body. Never a panic; and an uncut stream of a report the whole-body scanner
@@ -9,9 +9,8 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use cubesat::ingest::Intake;
 use cubesat::ingest::auth::TokenPolicy;
-use cubesat::ingest::stream::upload;
+use cubesat::ingest::{Intake, read_lightstep_stream};
 use cubesat::pipeline::{Ring, RingConfig};
 use cubesat::wire::report::scan_report;
 use http_body::Frame;
@@ -64,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
         shards: 1,
     });
     let intake = Intake::new(ring, TokenPolicy::default(), 1 << 20);
-    let result = RUNTIME.block_on(upload(&intake, None, body_stream, MAX_FIELD));
+    let result = RUNTIME.block_on(read_lightstep_stream(&intake, body_stream, MAX_FIELD));
     let mut delivered = 0;
     while let Ok(report) = receivers[0].try_recv() {
         delivered += report.spans.count;

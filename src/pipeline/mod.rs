@@ -5,33 +5,16 @@
 //! of a request buffer and leaves inside a [`Batch`] as the same slices.
 
 pub mod batcher;
+pub mod protocol;
 pub mod ring;
 
 use bytes::Bytes;
 
 pub use batcher::{BatchLimits, BatchSink, Batcher};
+pub use protocol::{Protocol, TOKEN_HEADER};
 pub use ring::{Charge, PushError, Ring, RingConfig};
 
 use crate::wire::report::SpanRuns;
-
-/// The protocol a batch is written in upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// Lightstep collector `ReportRequest`.
-    Lightstep,
-    /// OTLP `ExportTraceServiceRequest`.
-    Otlp,
-}
-
-impl Protocol {
-    /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Lightstep => "lightstep",
-            Protocol::Otlp => "otlp",
-        }
-    }
-}
 
 /// What spans must share to travel in one upstream request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
