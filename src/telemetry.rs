@@ -61,8 +61,6 @@ pub enum DropReason {
     RetryExhausted,
     /// Still buffered when the drain timeout ended at shutdown.
     Shutdown,
-    /// Developer mode without `--upstream`: nowhere to send spans to.
-    NoUpstream,
     /// A streamed upload was cut off inside a span.
     Truncated,
 }
@@ -75,7 +73,6 @@ impl DropReason {
             DropReason::UpstreamRejected => "upstream_rejected",
             DropReason::RetryExhausted => "retry_exhausted",
             DropReason::Shutdown => "shutdown",
-            DropReason::NoUpstream => "no_upstream",
             DropReason::Truncated => "truncated",
         }
     }
