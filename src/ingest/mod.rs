@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 use grpc::GrpcIngest;
 pub use intake::{Accepted, IngestError, Intake, Tee};
+pub use lightstep::{
+    parse_lightstep_json, parse_thrift_binary, parse_thrift_json, read_lightstep_stream,
+};
 pub use refused::Refused;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;

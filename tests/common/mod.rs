@@ -7,11 +7,13 @@
 mod capture;
 mod clients;
 mod envoy;
+mod legacy;
 mod process;
 
 pub use capture::*;
 pub use clients::*;
 pub use envoy::*;
+pub use legacy::*;
 pub use process::*;
 
 use std::convert::Infallible;
