@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 use super::error::{ErrorSource, ForwardError};
-use crate::pipeline::{Batch, BatchSink, Protocol};
+use crate::pipeline::{Batch, BatchSink, Part, Protocol};
 use crate::proto::collector::ReportResponse;
 use crate::telemetry::{self, DropReason};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -264,7 +264,7 @@ impl Upstream {
 }
 
 impl BatchSink for Upstream {
-    async fn submit(&self, batch: Batch) {
+    async fn submit(&self, mut batch: Batch) {
         // Waiting for a slot here is the backpressure that keeps the buffer (not the number of
         // in-flight requests) as the place where data waits.
         let slot = tokio::select! {
@@ -277,6 +277,7 @@ impl BatchSink for Upstream {
         let Ok(slot) = slot else {
             return;
         };
+        batch.charge.move_to(Part::Upstream);
         self.inner.tasks.spawn(self.clone().deliver(batch, slot));
     }
 }

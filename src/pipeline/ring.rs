@@ -90,7 +90,14 @@ impl Ring {
     }
 
     /// Hands a report to the batcher that owns its key. Its charge is returned on failure.
-    pub fn push(&self, key: BatchKey, spans: SpanRuns, charge: Charge) -> Result<(), PushError> {
+    pub fn push(
+        &self,
+        key: BatchKey,
+        spans: SpanRuns,
+        mut charge: Charge,
+    ) -> Result<(), PushError> {
+        // Whatever part it was reserved for (a body read at ingest), it is held by the ring now.
+        charge.move_to(Part::Ring);
         let shard = if self.shards.len() == 1 {
             0
         } else {
