@@ -30,6 +30,8 @@ pub const BUFFER_PART_BYTES: &str = "cubesat_buffer_part_bytes";
 pub const BUFFER_REFUSALS: &str = "cubesat_buffer_refusals_total";
 /// Open batches sent before their `--batch-timeout` because the buffer passed its flush mark.
 pub const BATCHES_PRESSURE_FLUSHED: &str = "cubesat_batches_pressure_flushed_total";
+/// Reports kept as slices of their request buffer because the ring had no contiguous room.
+pub const RING_FALLBACKS: &str = "cubesat_ring_fallbacks_total";
 /// The buffer's configured byte budget.
 pub const BUFFER_CAPACITY_BYTES: &str = "cubesat_buffer_capacity_bytes";
 /// Upstream batches sent, by `outcome` (ok / retry / rejected).
@@ -131,6 +133,10 @@ pub fn describe() {
     describe_counter!(
         BATCHES_PRESSURE_FLUSHED,
         "Open batches sent before their timeout because the buffer passed its flush mark."
+    );
+    describe_counter!(
+        RING_FALLBACKS,
+        "Reports kept as slices of their request because the ring had no contiguous room."
     );
     describe_gauge!(
         BUFFER_CAPACITY_BYTES,
