@@ -14,19 +14,11 @@
 //! join the same path. Beside the pipeline, not inside it: [`config`], [`tls`],
 //! [`telemetry`], [`admin`] (readiness, metrics), [`listen`] and [`shutdown`].
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`config`] | flags, env vars, TOML file, validation |
-//! | [`listen`] | binding sockets, start lines |
-//! | [`ingest`] | protocol handlers, token policy, the intake into the pipeline |
-//! | [`wire`] | protobuf scanning and framing |
-//! | [`pipeline`] | the ring buffer and batchers |
-//! | [`forward`] | the upstream client |
-//! | [`translate`] | Lightstep <-> OTLP, when `--upstream-protocol` forces one protocol |
-//! | [`admin`] | `/_ready`, `/_live`, `/metrics`, `/diagnostics` |
-//! | [`devmode`] | developer mode: the trace store fed by a tee after the intake, JSON API, web UI |
+//! Which folder owns what, and the checklist for adding a protocol, are in
+//! `ARCHITECTURE.md` at the repository root.
 
 pub mod admin;
+pub mod codec;
 pub mod config;
 pub mod devmode;
 pub mod forward;
@@ -245,15 +237,22 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus
     Ok(handle)
 }
 
-/// The mode a parsed command line runs, with its flags.
-pub fn mode_of(
-    command: Option<config::Command>,
-    flags: config::Flags,
-) -> Result<(Mode, config::Flags), config::CertsArgs> {
+/// What a parsed command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run cubesat in this mode with these flags.
+    Run(Mode, Box<config::Flags>),
+    /// Write development certificates and exit (`cubesat certs`).
+    Certs(config::CertsArgs),
+}
+
+/// What a parsed command line asks for: a mode to run (developer mode when no subcommand is
+/// given), or `certs`.
+pub fn invocation(command: Option<config::Command>, flags: config::Flags) -> Invocation {
     match command {
-        None => Ok((Mode::Dev, flags)),
-        Some(config::Command::Dev(flags)) => Ok((Mode::Dev, flags)),
-        Some(config::Command::Serve(flags)) => Ok((Mode::Serve, flags)),
-        Some(config::Command::Certs(args)) => Err(args),
+        None => Invocation::Run(Mode::Dev, Box::new(flags)),
+        Some(config::Command::Dev(flags)) => Invocation::Run(Mode::Dev, Box::new(flags)),
+        Some(config::Command::Serve(flags)) => Invocation::Run(Mode::Serve, Box::new(flags)),
+        Some(config::Command::Certs(args)) => Invocation::Certs(args),
     }
 }

@@ -4,14 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use cubesat::Invocation;
 use cubesat::config::{Cli, Config};
 use cubesat::listen::Listeners;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // Exits 2 with a message naming the flag on bad syntax.
-    let (mode, flags) = match cubesat::mode_of(cli.command, cli.flags) {
-        Ok(mode) => mode,
-        Err(certs) => return report(write_certs(&certs)),
+    let (mode, flags) = match cubesat::invocation(cli.command, cli.flags) {
+        Invocation::Run(mode, flags) => (mode, *flags),
+        Invocation::Certs(certs) => return report(write_certs(&certs)),
     };
     let config = match Config::load(mode, flags) {
         Ok(config) => config,

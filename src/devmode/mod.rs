@@ -30,7 +30,7 @@ pub use store::{SpanSummary, Store};
 
 use crate::telemetry;
 use crate::translate;
-use crate::wire::report::{report_header_len, write_report_header};
+use crate::wire::report::assemble_report;
 
 /// Requests the store queue holds at most.
 const QUEUE_REQUESTS: usize = 1024;
@@ -150,16 +150,13 @@ pub struct Tee {
     dev: Arc<DevMode>,
 }
 
-impl Tee {
-    /// Offers an accepted OTLP `ExportTraceServiceRequest` holding `spans` spans.
-    pub fn otlp(&self, body: Bytes, spans: u32) {
+impl crate::ingest::Tee for Tee {
+    fn otlp(&self, body: Bytes, spans: u32) {
         let bytes = body.len();
         self.offer(Teed::Otlp(body), bytes, spans);
     }
 
-    /// Offers the accepted parts of a Lightstep `ReportRequest`: its encoded `Reporter`, clock
-    /// offset and `spans` span fields (each a whole tagged field, as the scanner cuts them).
-    pub fn lightstep(
+    fn lightstep(
         &self,
         reporter: Bytes,
         timestamp_offset_micros: i64,
@@ -178,7 +175,9 @@ impl Tee {
             spans,
         );
     }
+}
 
+impl Tee {
     fn offer(&self, item: Teed, bytes: usize, spans: u32) {
         let spans = u64::from(spans);
         self.dev.received.fetch_add(spans, Ordering::Relaxed);
@@ -283,15 +282,7 @@ fn decode(item: Teed) -> Result<ExportTraceServiceRequest, u64> {
         } => {
             // The spans may come from a streamed upload: rebuild the report from its parts,
             // then translate it with the lenient decoder (non-UTF-8 strings are repaired).
-            let offset = timestamp_offset_micros;
-            let mut report = Vec::with_capacity(
-                report_header_len(&reporter, &[], offset)
-                    + runs.iter().map(Bytes::len).sum::<usize>(),
-            );
-            write_report_header(&mut report, &reporter, &[], offset);
-            for run in &runs {
-                report.extend_from_slice(run);
-            }
+            let report = assemble_report(&reporter, &[], timestamp_offset_micros, &runs);
             let report = translate::decode_report(&report).map_err(|_| u64::from(spans))?;
             Ok(translate::report_to_export(&report))
         }
@@ -315,6 +306,7 @@ pub fn router(state: api::ApiState) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::Tee as _;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
     #[test]

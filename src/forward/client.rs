@@ -10,30 +10,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
-use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 use super::error::{ErrorSource, ForwardError};
-use crate::pipeline::{Batch, BatchSink, Part, Protocol};
-use crate::proto::collector::ReportResponse;
+use crate::codec::RawCodec;
+use crate::pipeline::{Batch, BatchSink, Part, TOKEN_HEADER};
 use crate::telemetry::{self, DropReason};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-
-/// gRPC path of the Lightstep collector's `Report`.
-pub const REPORT_PATH: &str = "/lightstep.collector.CollectorService/Report";
-/// gRPC path of OTLP's `TraceService/Export`.
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-/// Metadata key of the access token.
-pub const TOKEN_HEADER: &str = "lightstep-access-token";
 
 /// How to reach the upstream, from configuration.
 #[derive(Debug, Clone)]
@@ -200,7 +190,7 @@ impl Upstream {
         };
         match result {
             Ok(reply) => {
-                let rejected = reply.rejected_spans(batch.key.protocol, spans);
+                let rejected = batch.key.protocol.rejected_spans(reply, spans);
                 metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans - rejected);
                 telemetry::count_dropped(DropReason::UpstreamRejected, rejected);
             }
@@ -247,16 +237,13 @@ impl Upstream {
             origin: ErrorSource::Connection,
         })?;
         let token = AsciiMetadataValue::try_from(&batch.key.token[..]).ok();
-        let path = match batch.key.protocol {
-            Protocol::Lightstep => PathAndQuery::from_static(REPORT_PATH),
-            Protocol::Otlp => PathAndQuery::from_static(EXPORT_PATH),
-        };
+        let path = PathAndQuery::from_static(batch.key.protocol.grpc_path());
         let mut request = tonic::Request::new(batch);
         request.set_timeout(self.inner.settings.request_timeout);
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             request.metadata_mut().insert(TOKEN_HEADER, token);
         }
-        grpc.unary(request, path, BatchCodec)
+        grpc.unary(request, path, RawCodec::default())
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| ForwardError::from_status(&status))
@@ -279,85 +266,5 @@ impl BatchSink for Upstream {
         };
         batch.charge.move_to(Part::Upstream);
         self.inner.tasks.spawn(self.clone().deliver(batch, slot));
-    }
-}
-
-/// What the upstream says about spans it accepted with a success status.
-trait Reply {
-    /// Spans it nevertheless refused (logged, and counted as dropped by the caller).
-    fn rejected_spans(&self, protocol: Protocol, spans: u64) -> u64;
-}
-
-impl Reply for Bytes {
-    fn rejected_spans(&self, protocol: Protocol, spans: u64) -> u64 {
-        match protocol {
-            Protocol::Lightstep => match ReportResponse::decode(self.clone()) {
-                Ok(reply) if !reply.errors.is_empty() => {
-                    warn!(errors = ?reply.errors, spans, "upstream accepted a batch with errors");
-                    0
-                }
-                Ok(_) => 0,
-                Err(error) => {
-                    debug!(%error, "upstream sent an unreadable ReportResponse");
-                    0
-                }
-            },
-            Protocol::Otlp => match ExportTraceServiceResponse::decode(self.clone()) {
-                Ok(ExportTraceServiceResponse {
-                    partial_success: Some(partial),
-                }) if partial.rejected_spans > 0 => {
-                    warn!(rejected = partial.rejected_spans, message = %partial.error_message, "upstream rejected part of a batch");
-                    (partial.rejected_spans as u64).min(spans)
-                }
-                Ok(_) => 0,
-                Err(error) => {
-                    debug!(%error, "upstream sent an unreadable ExportTraceServiceResponse");
-                    0
-                }
-            },
-        }
-    }
-}
-
-/// Writes a batch's bytes as they are; hands the reply back undecoded.
-#[derive(Debug, Clone, Copy, Default)]
-struct BatchCodec;
-
-impl Codec for BatchCodec {
-    type Encode = Arc<Batch>;
-    type Decode = Bytes;
-    type Encoder = BatchCodec;
-    type Decoder = BatchCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BatchCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        BatchCodec
-    }
-}
-
-impl Encoder for BatchCodec {
-    type Item = Arc<Batch>;
-    type Error = Status;
-
-    fn encode(&mut self, batch: Arc<Batch>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(batch.encoded_len());
-        dst.put_slice(&batch.header);
-        for run in &batch.runs {
-            dst.put_slice(run);
-        }
-        Ok(())
-    }
-}
-
-impl Decoder for BatchCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let len = src.remaining();
-        Ok(Some(src.copy_to_bytes(len)))
     }
 }

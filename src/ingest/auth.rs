@@ -7,8 +7,7 @@
 
 use bytes::Bytes;
 
-/// Header (and gRPC metadata) carrying the token; HTTP header names match in any case.
-pub const TOKEN_HEADER: &str = "lightstep-access-token";
+pub use crate::pipeline::TOKEN_HEADER;
 
 /// Values tracers send when they have no real token.
 const PLACEHOLDERS: [&[u8]; 3] = [b"", b"developer", b"empty"];

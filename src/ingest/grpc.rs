@@ -1,9 +1,10 @@
 //! gRPC ingest: one generic unary server that takes the request message as raw bytes (no
 //! decode), hands it to the [`Intake`] and answers; each protocol supplies an [`IngestMethod`].
-//! Lightstep's `CollectorService/Report` is defined here, OTLP's `Export` in `otlp.rs`.
+//! Lightstep's `CollectorService/Report` is in `lightstep/grpc.rs`, OTLP's `Export` in
+//! `otlp/grpc.rs`.
 //!
-//! gzip requests are accepted, messages are limited to `max-message-bytes`, and this file is
-//! the one place where ingest errors become gRPC statuses.
+//! gzip requests are accepted, messages are limited to `max-message-bytes`, and handlers'
+//! [`Refused`] values become gRPC statuses here.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -11,30 +12,28 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::Body;
 use prost::Message;
 use tonic::body::Body as TonicBody;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::auth;
-use super::intake::{IngestError, Intake};
-use crate::pipeline::PushError;
-use crate::proto::collector::ReportResponse;
+use super::intake::Intake;
+use super::refused::Refused;
+use crate::codec::RawCodec;
+use crate::pipeline::Protocol;
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 /// One unary ingest method: its names, and what it does with a raw request.
 pub trait IngestMethod: Send + Sync + 'static {
-    /// Fully-qualified service name.
-    const SERVICE: &'static str;
-    /// The method's path, `/<service>/<method>`.
-    const PATH: &'static str;
+    /// The protocol: its service name and method path.
+    const PROTOCOL: Protocol;
     /// The reply message.
-    type Reply: Message + Default + Send + 'static;
+    type Reply: Message;
 
     /// Hands `body` to `intake`; `received` is the arrival time.
     fn handle(
@@ -42,35 +41,7 @@ pub trait IngestMethod: Send + Sync + 'static {
         body: Bytes,
         metadata: &MetadataMap,
         received: SystemTime,
-    ) -> Result<Self::Reply, IngestError>;
-}
-
-/// `lightstep.collector.CollectorService/Report`.
-pub struct Report;
-
-impl IngestMethod for Report {
-    const SERVICE: &'static str = "lightstep.collector.CollectorService";
-    const PATH: &'static str = "/lightstep.collector.CollectorService/Report";
-    type Reply = ReportResponse;
-
-    fn handle(
-        intake: &Intake,
-        body: Bytes,
-        metadata: &MetadataMap,
-        received: SystemTime,
-    ) -> Result<ReportResponse, IngestError> {
-        intake.lightstep_report(body, auth::header_token_metadata(metadata))?;
-        Ok(report_response(received))
-    }
-}
-
-/// An accepted report's answer: timestamps for the tracers' clock filter, no `errors` text.
-pub fn report_response(received: SystemTime) -> ReportResponse {
-    ReportResponse {
-        receive_timestamp: Some(received.into()),
-        transmit_timestamp: Some(SystemTime::now().into()),
-        ..Default::default()
-    }
+    ) -> Result<Self::Reply, Refused>;
 }
 
 /// The gRPC server of one [`IngestMethod`].
@@ -102,7 +73,7 @@ impl<M: IngestMethod> GrpcIngest<M> {
 }
 
 impl<M: IngestMethod> NamedService for GrpcIngest<M> {
-    const NAME: &'static str = M::SERVICE;
+    const NAME: &'static str = M::PROTOCOL.service();
 }
 
 impl<M, B> tower::Service<http::Request<B>> for GrpcIngest<M>
@@ -120,14 +91,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != M::PATH {
+        if request.uri().path() != M::PROTOCOL.grpc_path() {
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let method = Unary::<M>(self.intake.clone(), PhantomData);
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawRequestCodec::<M::Reply>::default())
+            let mut grpc = Grpc::new(RawCodec::<Bytes>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
             let mut response = grpc.unary(method, request).await;
@@ -149,8 +120,8 @@ fn too_large_is_resource_exhausted(response: &mut http::Response<TonicBody>) {
 struct Unary<M>(Arc<Intake>, PhantomData<fn() -> M>);
 
 impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
-    type Response = M::Reply;
-    type Future = BoxFuture<Result<Response<M::Reply>, Status>>;
+    type Response = Bytes;
+    type Future = BoxFuture<Result<Response<Bytes>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let received = SystemTime::now();
@@ -160,66 +131,9 @@ impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
             request.metadata(),
             received,
         );
-        Box::pin(async move { result.map(Response::new).map_err(status_of) })
-    }
-}
-
-fn status_of(error: IngestError) -> Status {
-    match error {
-        IngestError::Malformed(_)
-        | IngestError::MalformedOtlp(_)
-        | IngestError::Untranslatable(_) => Status::invalid_argument(error.to_string()),
-        IngestError::Unavailable(PushError::Closed) => {
-            Status::unavailable("satellite is shutting down; retry")
-        }
-        IngestError::Unavailable(e @ PushError::Full { .. }) => {
-            Status::unavailable(format!("satellite is overloaded ({e}); retry later"))
-        }
-    }
-}
-
-/// Decodes a request message as the raw `Bytes` tonic received (no copy, no decode) and
-/// encodes a prost reply.
-#[derive(Debug)]
-struct RawRequestCodec<T>(PhantomData<fn(T)>);
-
-impl<T> Default for RawRequestCodec<T> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T: Message + Send + 'static> Codec for RawRequestCodec<T> {
-    type Encode = T;
-    type Decode = Bytes;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        Self::default()
-    }
-
-    fn decoder(&mut self) -> Self {
-        Self::default()
-    }
-}
-
-impl<T: Message> Encoder for RawRequestCodec<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding reply: {e}")))
-    }
-}
-
-impl<T> Decoder for RawRequestCodec<T> {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let len = src.remaining();
-        Ok(Some(src.copy_to_bytes(len)))
+        let result = result
+            .map(|reply| Response::new(Bytes::from(reply.encode_to_vec())))
+            .map_err(Refused::into_status);
+        Box::pin(async move { result })
     }
 }

@@ -1,17 +1,14 @@
 //! Plumbing shared by the HTTP (non-gRPC) ingest routes: the body limit, `Content-Encoding`,
-//! media types, and the one mapping from ingest errors to HTTP status codes.
-//!
-//! Error bodies are short plain text and never empty: the Python Lightstep tracer ignores the
-//! status and parses the body, and an empty body would read as success.
+//! media types, CORS, and the answer for unknown paths. Refusals are answered through
+//! [`Refused`].
 
 use std::io::Read;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use bytes::Bytes;
 
-use super::intake::IngestError;
-use crate::pipeline::PushError;
+use super::refused::Refused;
 
 /// What every HTTP ingest route needs: the door into the pipeline and the body size limit.
 #[derive(Clone)]
@@ -105,44 +102,6 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// The HTTP status for an ingest error.
-pub fn status_of(error: &IngestError) -> StatusCode {
-    match error {
-        IngestError::Malformed(_)
-        | IngestError::MalformedOtlp(_)
-        | IngestError::Untranslatable(_) => StatusCode::BAD_REQUEST,
-        IngestError::Unavailable(PushError::Full { .. } | PushError::Closed) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
-/// The HTTP status for a body error.
-pub fn body_status(error: &BodyError) -> StatusCode {
-    match error {
-        BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        BodyError::MediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        BodyError::Encoding(_) | BodyError::Corrupt { .. } | BodyError::Invalid(_) => {
-            StatusCode::BAD_REQUEST
-        }
-    }
-}
-
-/// A plain-text error reply; 503s say when to come back.
-///
-/// The text always starts with `Failed:`. The Python Lightstep tracer ignores the status and
-/// parses the body as a `ReportResponse`; `F` (0x46) is a tag with wire type 6, which does not
-/// exist, so the body can never parse as a success and the tracer keeps its spans.
-pub fn text_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    let mut response = (status, format!("Failed: {message}\n")).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
 /// Collects a request body, refusing it past `limit` bytes (before decompression).
 pub async fn collect_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
     use http_body_util::BodyExt;
@@ -181,207 +140,23 @@ pub async fn fallback(request: axum::extract::Request) -> Response {
         let status = tonic::Status::unimplemented(format!("no method {}", request.uri().path()));
         return status.into_http::<axum::body::Body>();
     }
-    text_error(
+    Refused::new(
         StatusCode::NOT_FOUND,
+        tonic::Code::Unimplemented,
         format!(
             "no route {} {}: cubesat ingests gRPC Report/Export, POST /api/v2/reports, /api/v0/reports, /_rpc/v1/reports/binary and /v1/traces",
             request.method(),
             request.uri().path()
         ),
     )
-}
-
-/// Lightstep's HTTP transport: `POST /api/v2/reports`, protobuf or proto3 JSON, or the
-/// chunked streaming upload of the C++ tracer.
-pub mod lightstep {
-    use std::sync::{Arc, LazyLock};
-    use std::time::SystemTime;
-
-    use axum::extract::{Request, State};
-    use axum::http::{HeaderMap, StatusCode, header};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::post;
-    use bytes::Bytes;
-    use prost::Message;
-    use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
-
-    use super::Route;
-    use super::{
-        BodyError, body_status, collect_limited, decoded_body, media_type, status_of, text_error,
-    };
-    use crate::ingest::auth;
-    use crate::ingest::grpc::report_response;
-    use crate::ingest::intake::Intake;
-    use crate::ingest::stream::{self, StreamError};
-
-    const PROTOBUF: &str = "application/octet-stream";
-    const JSON: &str = "application/json";
-
-    /// The Lightstep HTTP routes.
-    pub fn routes(intake: Arc<Intake>, max_message_bytes: usize) -> axum::Router {
-        axum::Router::new()
-            .route("/api/v2/reports", post(report))
-            .with_state(Route {
-                intake,
-                max_message_bytes,
-            })
-    }
-
-    async fn report(State(route): State<Route>, request: Request) -> Response {
-        let received = SystemTime::now();
-        let (parts, body) = request.into_parts();
-        let headers = &parts.headers;
-        let json_in = media_type(headers) == JSON;
-        let json_out = wants_json(headers, json_in);
-        let header_token = auth::header_token(headers).map(Bytes::copy_from_slice);
-
-        if is_chunked(headers) && !json_in && headers.get(header::CONTENT_ENCODING).is_none() {
-            return match stream::upload(&route.intake, header_token, body, route.max_message_bytes)
-                .await
-            {
-                // The C++ recorder reads the answer, then EOF: close after replying.
-                Ok(()) => {
-                    let mut response = reply(json_out, received);
-                    response.headers_mut().insert(
-                        header::CONNECTION,
-                        header::HeaderValue::from_static("close"),
-                    );
-                    response
-                }
-                Err(StreamError::Ingest(error)) => text_error(status_of(&error), error),
-                Err(error @ StreamError::TooLarge { .. }) => {
-                    text_error(StatusCode::PAYLOAD_TOO_LARGE, error)
-                }
-                Err(error) => text_error(StatusCode::BAD_REQUEST, error),
-            };
-        }
-
-        let body = match collect_limited(body, route.max_message_bytes)
-            .await
-            .and_then(|body| {
-                let body = decoded_body(headers, body, route.max_message_bytes)?;
-                if json_in {
-                    json_to_protobuf(&body)
-                } else {
-                    Ok(body)
-                }
-            }) {
-            Ok(body) => body,
-            Err(error) => return text_error(body_status(&error), error),
-        };
-        match route.intake.lightstep_report(body, header_token.as_deref()) {
-            Ok(_) => reply(json_out, received),
-            Err(error) => text_error(status_of(&error), error),
-        }
-    }
-
-    fn is_chunked(headers: &HeaderMap) -> bool {
-        headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .to_ascii_lowercase()
-                .contains("chunked")
-        })
-    }
-
-    /// JSON replies when asked for by `Accept`, or for a JSON request that accepts anything.
-    fn wants_json(headers: &HeaderMap, json_in: bool) -> bool {
-        let accept = headers
-            .get(header::ACCEPT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
-            .unwrap_or_default();
-        accept.contains(JSON)
-            || (json_in && !accept.contains(PROTOBUF) && !accept.contains("protobuf"))
-    }
-
-    fn reply(json: bool, received: SystemTime) -> Response {
-        let response = report_response(received);
-        if json {
-            let message = DynamicMessage::decode(
-                descriptor("ReportResponse"),
-                response.encode_to_vec().as_slice(),
-            );
-            if let Ok(body) = message
-                .map_err(|e| e.to_string())
-                .and_then(|m| serde_json::to_vec(&m).map_err(|e| e.to_string()))
-            {
-                return ([(header::CONTENT_TYPE, JSON)], body).into_response();
-            }
-        }
-        ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
-    }
-
-    static POOL: LazyLock<Option<DescriptorPool>> =
-        LazyLock::new(|| DescriptorPool::decode(crate::proto::COLLECTOR_DESCRIPTOR_SET).ok());
-
-    fn descriptor(name: &str) -> MessageDescriptor {
-        POOL.as_ref()
-            .and_then(|pool| pool.get_message_by_name(&format!("lightstep.collector.{name}")))
-            .expect("the collector schema is compiled into the binary")
-    }
-
-    /// proto3 JSON of a `ReportRequest` (camelCase or snake_case keys, 64-bit ints as strings
-    /// or numbers, RFC 3339 timestamps) -> protobuf. Unknown keys are ignored, as tracers
-    /// add fields over time.
-    pub fn json_to_protobuf(json: &[u8]) -> Result<Bytes, BodyError> {
-        let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(false);
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let message = DynamicMessage::deserialize_with_options(
-            descriptor("ReportRequest"),
-            &mut deserializer,
-            &options,
-        )
-        .and_then(|m| deserializer.end().map(|()| m))
-        .map_err(|e| BodyError::Invalid(format!("invalid ReportRequest JSON: {e}")))?;
-        Ok(Bytes::from(message.encode_to_vec()))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::proto::collector as pb;
-
-        #[test]
-        fn json_in_both_key_styles() {
-            let camel = br#"{"reporter":{"reporterId":"7","tags":[{"key":"lightstep.component_name","stringValue":"web"}]},
-                "auth":{"accessToken":"t"},"timestampOffsetMicros":-5,
-                "spans":[{"spanContext":{"traceId":"18446744073709551615","spanId":2},"operationName":"GET",
-                "startTimestamp":"2026-11-25T10:00:00.5Z","durationMicros":"1500",
-                "tags":[{"key":"n","intValue":"3"}],"references":[{"relationship":"CHILD_OF","spanContext":{"spanId":"1"}}]}]}"#;
-            let snake = br#"{"reporter":{"reporter_id":7,"tags":[{"key":"lightstep.component_name","string_value":"web"}]},
-                "auth":{"access_token":"t"},"timestamp_offset_micros":"-5",
-                "spans":[{"span_context":{"trace_id":18446744073709551615,"span_id":"2"},"operation_name":"GET",
-                "start_timestamp":"2026-11-25T10:00:00.500Z","duration_micros":1500,
-                "tags":[{"key":"n","int_value":3}],"references":[{"relationship":0,"span_context":{"span_id":1}}],"someFutureField":1}]}"#;
-            let a = pb::ReportRequest::decode(json_to_protobuf(camel).unwrap()).unwrap();
-            let b = pb::ReportRequest::decode(json_to_protobuf(snake).unwrap()).unwrap();
-            assert_eq!(a, b);
-            let span = &a.spans[0];
-            assert_eq!(span.span_context.as_ref().unwrap().trace_id, u64::MAX);
-            assert_eq!(span.start_timestamp.unwrap().nanos, 500_000_000);
-            assert_eq!(a.timestamp_offset_micros, -5);
-            assert_eq!(a.reporter.unwrap().reporter_id, 7);
-        }
-
-        #[test]
-        fn bad_json_is_refused_with_a_reason() {
-            let err = json_to_protobuf(br#"{"spans":[{"durationMicros":"soon"}]}"#).unwrap_err();
-            assert!(
-                err.to_string().contains("invalid ReportRequest JSON"),
-                "{err}"
-            );
-        }
-
-        #[test]
-        fn json_reply_has_the_timestamps() {
-            let response = reply(true, SystemTime::now());
-            assert_eq!(response.headers()[header::CONTENT_TYPE], JSON);
-        }
-    }
+    .text_response()
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    use axum::http::HeaderValue;
 
     use super::*;
 
@@ -428,7 +203,7 @@ mod tests {
         let err = decoded_body(&headers("br"), Bytes::from_static(b"x"), 10).unwrap_err();
         assert!(err.to_string().contains("br"));
         let err = decoded_body(&headers("gzip"), Bytes::from_static(b"nope"), 10).unwrap_err();
-        assert_eq!(body_status(&err), StatusCode::BAD_REQUEST);
+        assert_eq!(Refused::from(err).http_status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -16,9 +16,7 @@ use crate::telemetry::{self, DropReason};
 use crate::translate::{self, TranslateError};
 use crate::wire::WireError;
 use crate::wire::otlp::{OtlpError, scan_export};
-use crate::wire::report::{
-    ReportScan, SpanRuns, report_header_len, scan_report, write_report_header,
-};
+use crate::wire::report::{ReportScan, SpanRuns, assemble_report, scan_report};
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +35,25 @@ pub enum IngestError {
     Unavailable(#[from] PushError),
 }
 
+/// Where accepted requests are also offered, as they arrived, whatever protocol they leave
+/// in. The intake defines it and knows nothing of who implements it (developer mode's store
+/// does). Called on the request path: it must neither block nor fail the request.
+pub trait Tee: Send + Sync + std::fmt::Debug + 'static {
+    /// An accepted OTLP `ExportTraceServiceRequest` holding `spans` spans.
+    fn otlp(&self, body: Bytes, spans: u32);
+
+    /// The accepted parts of a Lightstep `ReportRequest`: its encoded `Reporter`, clock offset
+    /// and `spans` span fields (each a whole tagged field, as the scanner cuts them);
+    /// [`assemble_report`] puts them back together.
+    fn lightstep(
+        &self,
+        reporter: Bytes,
+        timestamp_offset_micros: i64,
+        runs: Vec<Bytes>,
+        spans: u32,
+    );
+}
+
 /// What was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
@@ -53,8 +70,8 @@ pub struct Intake {
     forced: Option<Protocol>,
     lightstep: ProtocolCounters,
     otlp: ProtocolCounters,
-    /// Developer mode: accepted requests are also offered to the trace store.
-    tee: Option<crate::devmode::Tee>,
+    /// Where accepted requests are also offered (developer mode's store, wired in `lib.rs`).
+    tee: Option<Box<dyn Tee>>,
 }
 
 #[derive(Debug)]
@@ -79,13 +96,7 @@ impl ProtocolCounters {
             malformed: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "malformed"),
             untranslatable: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "untranslatable"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
-            translated: {
-                let to = match protocol {
-                    Protocol::Lightstep => Protocol::Otlp,
-                    Protocol::Otlp => Protocol::Lightstep,
-                };
-                metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => to.as_str())
-            },
+            translated: metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => protocol.other().as_str()),
         }
     }
 }
@@ -111,9 +122,9 @@ impl Intake {
         self
     }
 
-    /// Also offers every accepted request to developer mode's trace store.
-    pub fn with_tee(mut self, tee: crate::devmode::Tee) -> Self {
-        self.tee = Some(tee);
+    /// Also offers every accepted request to `tee`.
+    pub fn with_tee(mut self, tee: impl Tee) -> Self {
+        self.tee = Some(Box::new(tee));
         self
     }
 
@@ -178,6 +189,12 @@ impl Intake {
         Ok(accepted)
     }
 
+    /// Counts a Lightstep report refused as malformed before it could reach the intake (the
+    /// Thrift transports read their own model first).
+    pub fn lightstep_malformed(&self) {
+        self.lightstep.malformed.increment(1);
+    }
+
     /// Counts spans lost because their stream was cut off mid-span.
     pub fn lightstep_truncated(&self, spans: u64) {
         telemetry::count_dropped(DropReason::Truncated, spans);
@@ -229,13 +246,12 @@ impl Intake {
             .resolve(scan.access_token.as_ref(), header_token);
         // The scan may come from a streamed upload: rebuild the report from its parts (the
         // token is already resolved, so it is left out).
-        let offset = scan.timestamp_offset_micros;
-        let mut report =
-            Vec::with_capacity(report_header_len(&scan.reporter, &[], offset) + scan.spans.bytes);
-        write_report_header(&mut report, &scan.reporter, &[], offset);
-        for run in &scan.spans.runs {
-            report.extend_from_slice(run);
-        }
+        let report = assemble_report(
+            &scan.reporter,
+            &[],
+            scan.timestamp_offset_micros,
+            &scan.spans.runs,
+        );
         let translated = translate::report_bytes_to_export(&report, self.max_run_bytes)
             .inspect_err(|error| {
                 counters.untranslatable.increment(1);

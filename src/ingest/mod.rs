@@ -1,25 +1,31 @@
 //! Ingest: every way a tracer can hand spans to cubesat, on one port per listener.
 //!
-//! Each protocol handler parses its envelope, hands the body to the shared [`Intake`] (which
-//! scans it into a `Report` for the pipeline) and answers the client. No forwarding logic lives
-//! here. [`conn`] picks HTTP/1.1 or HTTP/2 per connection; [`router`] puts every service on it.
+//! One folder per protocol family, `lightstep/` and `otlp/`, one file per transport. Each
+//! handler parses its envelope, hands the body to the shared [`Intake`] (which scans it into a
+//! `Report` for the pipeline) and answers the client, or returns a [`Refused`]. Shared
+//! plumbing stays here: [`conn`] picks HTTP/1.1 or HTTP/2 per connection, `http` reads
+//! bodies, `grpc` serves unary raw-bytes methods, [`auth`] resolves tokens, and [`router`]
+//! puts every service on one port. No forwarding logic lives here, and nothing here names
+//! developer mode: it receives accepted requests through the [`Tee`] trait.
 
 pub mod auth;
-pub mod conn;
-pub mod grpc;
-pub mod http;
-pub mod intake;
-pub mod otlp;
-pub mod stream;
-pub mod thrift;
+pub(crate) mod conn;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod intake;
+pub(crate) mod lightstep;
+pub(crate) mod otlp;
+pub(crate) mod refused;
 
 use std::sync::Arc;
 
-use grpc::{GrpcIngest, IngestMethod};
-pub use intake::{Accepted, IngestError, Intake};
+use grpc::GrpcIngest;
+pub use intake::{Accepted, IngestError, Intake, Tee};
+pub use refused::Refused;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::pipeline::Protocol;
 use crate::proto::COLLECTOR_DESCRIPTOR_SET;
 
 /// Why the ingest routes could not be built.
@@ -45,22 +51,26 @@ pub async fn router(
     max_message_bytes: usize,
 ) -> Result<IngestRoutes, RouterError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+    for service in Protocol::ALL.map(Protocol::service) {
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
     // Advertise only what is served: the OTLP descriptors also hold logs and metrics services.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(COLLECTOR_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(grpc::Report::SERVICE)
-            .with_service_name(otlp::Export::SERVICE)
-            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.health.v1.Health");
+        Protocol::ALL
+            .map(Protocol::service)
+            .into_iter()
+            .fold(builder, |builder, service| {
+                builder.with_service_name(service)
+            })
     };
-    let report = GrpcIngest::<grpc::Report>::new(intake.clone(), max_message_bytes);
+    let report = GrpcIngest::<lightstep::Report>::new(intake.clone(), max_message_bytes);
     let export = GrpcIngest::<otlp::Export>::new(intake.clone(), max_message_bytes);
     let router = tonic::service::Routes::new(report)
         .add_service(export)
@@ -72,8 +82,8 @@ pub async fn router(
         .merge(
             axum::Router::new()
                 .merge(otlp::http::routes(intake.clone(), max_message_bytes))
-                .merge(thrift::routes(intake.clone(), max_message_bytes))
-                .merge(http::lightstep::routes(intake, max_message_bytes))
+                .merge(lightstep::thrift::routes(intake.clone(), max_message_bytes))
+                .merge(lightstep::http::routes(intake, max_message_bytes))
                 // Browser tracers post cross-origin; gRPC routes need no CORS.
                 .layer(http::cors()),
         )
@@ -85,7 +95,7 @@ pub async fn router(
 
 /// Marks every ingest service NOT_SERVING (shutdown has begun).
 pub async fn stop_serving(health: &HealthReporter) {
-    for service in [grpc::Report::SERVICE, otlp::Export::SERVICE] {
+    for service in Protocol::ALL.map(Protocol::service) {
         health
             .set_service_status(service, ServingStatus::NotServing)
             .await;

@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, BatchKey, Budget, Charge, Part, Protocol, Report};
-use crate::wire::report::{report_header_len, write_report_header};
+use super::{Batch, BatchKey, Budget, Charge, Part, Report};
 
 /// When a batch is full enough, or old enough, to send.
 #[derive(Debug, Clone, Copy)]
@@ -207,24 +206,7 @@ impl<S: BatchSink> Batcher<S> {
         let Some((key, open)) = self.open.remove_entry(key) else {
             return;
         };
-        let header = match key.protocol {
-            Protocol::Lightstep => {
-                let mut header = Vec::with_capacity(report_header_len(
-                    &key.reporter,
-                    &key.token,
-                    key.timestamp_offset_micros,
-                ));
-                write_report_header(
-                    &mut header,
-                    &key.reporter,
-                    &key.token,
-                    key.timestamp_offset_micros,
-                );
-                Bytes::from(header)
-            }
-            // Each run is whole `resource_spans` fields: the request needs no header.
-            Protocol::Otlp => Bytes::new(),
-        };
+        let header = key.protocol.batch_header(&key);
         let batch = Batch {
             key,
             header,
@@ -243,6 +225,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::pipeline::Protocol;
     use crate::pipeline::{Ring, RingConfig};
     use crate::proto::collector as pb;
     use crate::wire::report::scan_report;

@@ -7,6 +7,7 @@
 pub mod arena;
 pub mod batcher;
 pub mod budget;
+pub mod protocol;
 pub mod ring;
 
 use bytes::Bytes;
@@ -14,28 +15,10 @@ use bytes::Bytes;
 pub use arena::Arena;
 pub use batcher::{BatchLimits, BatchSink, Batcher};
 pub use budget::{Budget, BudgetFull, Charge, Part};
+pub use protocol::{Protocol, TOKEN_HEADER};
 pub use ring::{PushError, Ring, RingConfig};
 
 use crate::wire::report::SpanRuns;
-
-/// The protocol a batch is written in upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// Lightstep collector `ReportRequest`.
-    Lightstep,
-    /// OTLP `ExportTraceServiceRequest`.
-    Otlp,
-}
-
-impl Protocol {
-    /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Lightstep => "lightstep",
-            Protocol::Otlp => "otlp",
-        }
-    }
-}
 
 /// What spans must share to travel in one upstream request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -96,7 +96,7 @@ fn count_resource_spans(buf: &[u8], start: usize, end: usize) -> Result<u32, Otl
 /// One-byte tag of `ScopeSpans.spans`.
 const SPANS_TAG: u8 = (SPANS as u8) << 3 | super::LEN;
 
-/// Counts spans and checks them two at a time (see `wire::sound_pair`): one waits for its
+/// Counts spans and checks them two at a time (see `wire::both_well_framed`): one waits for its
 /// partner.
 #[derive(Default)]
 struct SpanPairs {
@@ -144,7 +144,11 @@ fn id_len_allowed(number: u32, len: usize) -> bool {
 
 /// [`check_span`] on two spans, `a`'s error first; both are walked at once on the fast path.
 fn check_span_pair(buf: &[u8], a: (usize, usize), b: (usize, usize)) -> Result<(), OtlpError> {
-    if super::sound_pair(super::range(buf, a), super::range(buf, b), id_len_allowed) {
+    if super::both_well_framed(
+        super::clamped(buf, a),
+        super::clamped(buf, b),
+        id_len_allowed,
+    ) {
         return Ok(());
     }
     check_span(buf, a.0, a.1)?;

@@ -261,6 +261,26 @@ pub fn write_report_header(out: &mut Vec<u8>, reporter: &[u8], token: &[u8], off
     }
 }
 
+/// The fields that open a batched `ReportRequest`, as [`write_report_header`] writes them.
+pub fn report_header(reporter: &[u8], token: &[u8], offset: i64) -> Bytes {
+    let mut header = Vec::with_capacity(report_header_len(reporter, token, offset));
+    write_report_header(&mut header, reporter, token, offset);
+    Bytes::from(header)
+}
+
+/// A whole `ReportRequest` put back together from its parts: the header fields and the span
+/// runs the scanner cut (a streamed upload's pieces, or a batch). Off the hot path only: it
+/// copies.
+pub fn assemble_report(reporter: &[u8], token: &[u8], offset: i64, runs: &[Bytes]) -> Vec<u8> {
+    let runs_len: usize = runs.iter().map(Bytes::len).sum();
+    let mut report = Vec::with_capacity(report_header_len(reporter, token, offset) + runs_len);
+    write_report_header(&mut report, reporter, token, offset);
+    for run in runs {
+        report.extend_from_slice(run);
+    }
+    report
+}
+
 /// Size of the header [`write_report_header`] writes.
 pub fn report_header_len(reporter: &[u8], token: &[u8], offset: i64) -> usize {
     let mut len = 1 + varint_len(reporter.len() as u64) + reporter.len();

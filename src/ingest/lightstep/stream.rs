@@ -10,7 +10,8 @@
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use super::intake::{IngestError, Intake};
+use crate::ingest::intake::{IngestError, Intake};
+use crate::ingest::refused::Refused;
 use crate::wire::WireError;
 use crate::wire::report::{ReportScan, SpanRuns, check_span_field, scan_report};
 
@@ -32,6 +33,16 @@ pub enum StreamError {
     /// The client went away before the terminal chunk.
     #[error("stream cut off: {0}")]
     Cut(String),
+}
+
+impl From<StreamError> for Refused {
+    fn from(error: StreamError) -> Self {
+        match error {
+            StreamError::Ingest(error) => error.into(),
+            StreamError::TooLarge { .. } => Refused::too_large(error),
+            StreamError::Malformed(_) | StreamError::Cut(_) => Refused::bad_request(error),
+        }
+    }
 }
 
 const SPANS: u32 = 3;
