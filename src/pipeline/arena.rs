@@ -14,6 +14,12 @@
 //! over completed records. When the region has no contiguous room (the head is held by a long
 //! retry, or the region is fragmented) the caller keeps the report as slices of its request
 //! buffer, charged to the same budget as before: a held record never blocks ingest.
+//!
+//! Resident memory: pages are touched as the tail first passes them, and whenever the ring
+//! empties the next record starts again at offset 0, so a lightly loaded satellite keeps only
+//! the low end of the region resident; under sustained overlapping load the tail cycles through
+//! the whole region and RSS settles at `--buffer-bytes` (plus the process's fixed constant),
+//! which is the bound by construction.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;

@@ -231,4 +231,40 @@ mod tests {
             Err(PushError::Closed)
         );
     }
+
+    #[test]
+    fn a_pushed_report_is_copied_once_into_the_region_and_charged_for_its_spans() {
+        let (ring, mut rx) = ring(1 << 20);
+        let request = Bytes::from(vec![7u8; 4096]);
+        let spans = SpanRuns {
+            runs: vec![request.slice(10..12), request.slice(100..103)],
+            count: 2,
+            bytes: 5,
+        };
+        let charge = ring.reserve(request.len(), 2).unwrap();
+        ring.push(key(b"t"), spans, charge).unwrap();
+        let report = rx.iter_mut().find_map(|r| r.try_recv().ok()).unwrap();
+        assert_eq!(
+            report.charge.bytes(),
+            5,
+            "charged for its spans, not the request"
+        );
+        assert_eq!(ring.budget().part_bytes(Part::Ring), 5);
+        let within = |b: &Bytes| request.as_ptr_range().contains(&b.as_ptr());
+        assert!(
+            !report.spans.runs.iter().any(within),
+            "no slice pins the request"
+        );
+        assert_eq!(
+            report
+                .spans
+                .runs
+                .iter()
+                .map(|r| r.to_vec())
+                .collect::<Vec<_>>(),
+            vec![vec![7u8; 2], vec![7u8; 3]]
+        );
+        drop(report);
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
+    }
 }
