@@ -1,4 +1,5 @@
-//! The admin listener: `/_live`, `/_ready`, Prometheus `/metrics` and `/diagnostics`.
+//! The admin listener: `/_live`, `/_ready`, Prometheus `/metrics` and `/diagnostics` (the page
+//! itself is [`crate::diagnostics`]).
 //!
 //! Readiness is a start-up latch (each start-up step holds a [`StartupHold`]; ready once all
 //! are dropped) AND the buffer below its high-water mark AND, when forwarding, the upstream
@@ -6,12 +7,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::config::Mode;
 use crate::forward::UpstreamHealth;
@@ -49,6 +53,45 @@ impl Readiness {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The buffer readiness watches.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The upstream's health, when forwarding.
+    pub fn upstream(&self) -> Option<&Arc<UpstreamHealth>> {
+        self.upstream.as_ref()
+    }
+
+    /// Logs the readiness `/_ready` reports, at start and on every change, until `stop`. The
+    /// first line waits up to `settle` for the start-up checks (the first upstream connect),
+    /// so a satellite that becomes ready at once logs one line, not two.
+    pub async fn log_changes(self: Arc<Self>, settle: Duration, stop: CancellationToken) {
+        const EVERY: Duration = Duration::from_millis(250);
+        let deadline = tokio::time::Instant::now() + settle;
+        while self.not_ready_reason().is_some() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+        }
+        let mut last = None;
+        loop {
+            let now = self.not_ready_reason();
+            if last != Some(now) {
+                match now {
+                    None => info!("cubesat ready to accept spans (/_ready answers 200)"),
+                    Some(reason) => warn!(reason, "cubesat not ready: /_ready answers 503"),
+                }
+                last = Some(now);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    }
+
     /// `None` when ready, else why not.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.startup.strong_count() > 0 {
@@ -76,8 +119,13 @@ pub struct AdminState {
     pub addrs: BoundAddrs,
     /// The mode.
     pub mode: Mode,
-    /// The upstream URL, for diagnostics (it never holds the token).
+    /// The upstream URL, for diagnostics (userinfo masked; it never holds the token).
     pub upstream: Option<String>,
+    /// The configuration as diagnostics shows it, secrets masked
+    /// ([`crate::diagnostics::config_summary`]).
+    pub config: Arc<serde_json::Value>,
+    /// When the process started.
+    pub started: SystemTime,
 }
 
 /// The admin routes.
@@ -86,7 +134,7 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/_live", get(|| async { "live\n" }))
         .route("/_ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/diagnostics", get(diagnostics))
+        .route("/diagnostics", get(crate::diagnostics::handler))
         .with_state(state)
 }
 
@@ -105,25 +153,4 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
-}
-
-async fn diagnostics(State(state): State<AdminState>) -> impl IntoResponse {
-    let r = &state.readiness;
-    axum::Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": match state.mode { Mode::Dev => "dev", Mode::Serve => "serve" },
-        "ready": r.not_ready_reason().is_none(),
-        "not_ready_reason": r.not_ready_reason(),
-        "listeners": state.addrs,
-        "buffer": {
-            "used_bytes": r.ring.used_bytes(),
-            "capacity_bytes": r.ring.capacity_bytes(),
-            "held_spans": r.ring.held_spans(),
-            "below_high_water": r.ring.has_headroom(),
-        },
-        "upstream": state.upstream.as_ref().map(|url| serde_json::json!({
-            "url": url,
-            "reachable": r.upstream.as_ref().is_some_and(|u| u.is_up()),
-        })),
-    }))
 }

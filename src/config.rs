@@ -54,6 +54,10 @@ pub struct CertsArgs {
     /// DNS names and IP addresses the server certificate is valid for.
     #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
     pub hosts: Vec<String>,
+    /// Keep the files when all three exist already (for init containers and compose jobs that
+    /// run again on every start).
+    #[arg(long)]
+    pub keep_existing: bool,
 }
 
 /// The two satellite modes.
@@ -455,7 +459,51 @@ fn read_file(path: &Path) -> Result<Flags, ConfigError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| file_error(e.to_string()))
+    toml::from_str(&text).map_err(|e| file_error(describe_toml_error(&text, &e)))
+}
+
+/// A TOML error as a flag error reads: the line, the key, the value and what is accepted.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    let Some(span) = error.span().filter(|s| s.start <= text.len()) else {
+        return message.to_owned();
+    };
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..span.start].matches('\n').count() + 1;
+    let line_end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |i| span.start + i);
+    let line = &text[line_start..line_end];
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && span.start > line_start + k.len());
+    match key {
+        Some(key) if !message.starts_with("unknown field") => {
+            let value = text.get(span.clone()).unwrap_or_default().trim();
+            let expected = accepted(key).unwrap_or(message);
+            format!("line {line_no}: invalid value {value} for `{key}`: {expected} ({message})")
+        }
+        _ => format!("line {line_no}: {message}"),
+    }
+}
+
+/// What a config-file key accepts, in the words the flag errors use.
+fn accepted(key: &str) -> Option<&'static str> {
+    Some(match key {
+        k if k.ends_with("listen") => "an address such as 0.0.0.0:8383 or [::]:8383",
+        k if k.ends_with("bytes") => "a size such as 256MiB, 64KiB or 1048576",
+        k if k.ends_with("timeout") || k.ends_with("elapsed") || k.ends_with("-age") => {
+            "a duration such as 500ms, 10s or 5m, in quotes"
+        }
+        "batch-spans" | "batch-workers" | "max-connections" | "upstream-concurrency" => {
+            "a whole number (no quotes)"
+        }
+        "upstream-protocol" => "one of \"auto\", \"lightstep\", \"otlp\"",
+        "force-access-token" => "true or false",
+        "upstream" => "a URL string: https://host:port (TLS) or http://host:port (plaintext h2c)",
+        _ => return None,
+    })
 }
 
 fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -573,6 +621,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_file_values_name_the_key_and_what_is_accepted() {
+        let cases = [
+            (
+                "listen = \"0.0.0.0:8383\"\nbatch-timeout = \"fast\"\n",
+                "line 2: invalid value \"fast\" for `batch-timeout`: a duration such as 500ms",
+            ),
+            (
+                "buffer-bytes = \"lots\"",
+                "invalid value \"lots\" for `buffer-bytes`: a size such as 256MiB",
+            ),
+            (
+                "upstream-protocol = \"zipkin\"",
+                "for `upstream-protocol`: one of \"auto\", \"lightstep\", \"otlp\"",
+            ),
+            (
+                "batch-spans = \"many\"",
+                "for `batch-spans`: a whole number",
+            ),
+            ("listen = \"nope\"", "for `listen`: an address such as"),
+            ("lisen = \"x\"", "unknown field `lisen`"),
+        ];
+        for (text, want) in cases {
+            let err = toml::from_str::<Flags>(text).unwrap_err();
+            let message = describe_toml_error(text, &err);
+            assert!(message.contains(want), "{text:?}: {message}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod devmode;
+pub mod diagnostics;
 pub mod forward;
 pub mod ingest;
 pub mod listen;
@@ -73,7 +74,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let addrs = listeners.addrs();
+    let started = std::time::SystemTime::now();
     let drain = Drain::default();
+    if config.mode == Mode::Serve && config.tokens.configured.expose().is_empty() {
+        warn!(
+            "no access token configured (--access-token or LIGHTSTEP_ACCESS_TOKEN): only reports that carry their own token will be accepted upstream"
+        );
+    }
+    let upstream_url = config
+        .upstream
+        .as_ref()
+        .map(|u| diagnostics::redact_url(&u.url));
     let upstream_tasks = TaskTracker::new();
 
     let (ring, shards) = Ring::new(RingConfig {
@@ -161,13 +172,15 @@ pub async fn run(
         metrics,
         addrs,
         mode: config.mode,
-        upstream: config.upstream.as_ref().map(|u| u.url.to_string()),
+        upstream: upstream_url.clone(),
+        config: Arc::new(diagnostics::config_summary(&config)),
+        started,
     });
     if let Some((_, dev)) = devmode {
         admin_router = admin_router.merge(devmode::router(devmode::api::ApiState {
             dev,
             addrs,
-            upstream: config.upstream.as_ref().map(|u| u.url.to_string()),
+            upstream: upstream_url,
             upstream_health: upstream_health.clone(),
             shutdown: drain.stop_accepting.clone(),
         }));
@@ -181,7 +194,11 @@ pub async fn run(
         }
     });
     drop(startup);
-    info!(mode = ?config.mode, "cubesat ready to accept spans");
+    tokio::spawn(
+        readiness
+            .clone()
+            .log_changes(Duration::from_secs(3), drain.abort.clone()),
+    );
     if config.mode == Mode::Dev {
         println!("cubesat dev UI: {}", devmode::api::ui_url(addrs.admin));
     }

@@ -37,6 +37,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn write_certs(args: &cubesat::config::CertsArgs) -> anyhow::Result<()> {
+    let names = ["cacert.pem", "server.pem", "server-key.pem"];
+    if args.keep_existing && names.iter().all(|n| args.dir.join(n).exists()) {
+        println!("kept the existing certificates in {}", args.dir.display());
+        return Ok(());
+    }
     let files = cubesat::tls::generate_dev_certs(&args.dir, &args.hosts)?;
     println!(
         "CA certificate (mount as /etc/lightstep/cacert.pem): {}",

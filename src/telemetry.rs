@@ -71,8 +71,6 @@ pub enum DropReason {
     RetryExhausted,
     /// Still buffered when the drain timeout ended at shutdown.
     Shutdown,
-    /// Developer mode without `--upstream`: nowhere to send spans to.
-    NoUpstream,
     /// A streamed upload was cut off inside a span.
     Truncated,
 }
@@ -85,7 +83,6 @@ impl DropReason {
             DropReason::UpstreamRejected => "upstream_rejected",
             DropReason::RetryExhausted => "retry_exhausted",
             DropReason::Shutdown => "shutdown",
-            DropReason::NoUpstream => "no_upstream",
             DropReason::Truncated => "truncated",
         }
     }

@@ -5,9 +5,9 @@
 //! The access token leaves in `lightstep-access-token` metadata and (already written by the
 //! batcher) in `auth.access_token`; it is never logged.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -55,26 +55,112 @@ pub enum UpstreamError {
     },
 }
 
-/// Whether the upstream is reachable: the upstream's half of readiness.
+/// Where the upstream's TLS trust anchors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaRoots {
+    /// Plaintext upstream (`http://`): no TLS.
+    None,
+    /// The system's CA store (`/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), this many.
+    System(usize),
+    /// The system has none (a `scratch` image): the Mozilla roots compiled into the binary
+    /// (`webpki-roots`).
+    Compiled,
+}
+
+impl CaRoots {
+    /// Looks at the system store once: its roots, else the compiled-in ones.
+    fn detect() -> CaRoots {
+        let found = rustls_native_certs::load_native_certs();
+        match found.certs.len() {
+            0 => {
+                warn!(
+                    errors = found.errors.len(),
+                    "no system CA roots found; verifying the upstream with the compiled-in Mozilla roots (webpki-roots)"
+                );
+                CaRoots::Compiled
+            }
+            n => CaRoots::System(n),
+        }
+    }
+
+    /// How `/diagnostics` shows it.
+    pub fn describe(self) -> String {
+        match self {
+            CaRoots::None => "none (plaintext upstream)".to_owned(),
+            CaRoots::System(n) => format!("system ({n} certificates)"),
+            CaRoots::Compiled => "compiled-in Mozilla roots (webpki-roots)".to_owned(),
+        }
+    }
+}
+
+/// The last failure talking to the upstream, for `/diagnostics`.
+#[derive(Debug, Clone)]
+pub struct LastError {
+    /// When it happened.
+    pub at: SystemTime,
+    /// The gRPC code label (`unavailable`, `unauthenticated`, ...).
+    pub code: &'static str,
+    /// What the upstream or the connection said (never holds the token).
+    pub message: String,
+}
+
+/// An error and its sources on one line: tonic's transport errors say little at the top.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Whether the upstream is reachable (the upstream's half of readiness), its last error and
+/// the trust anchors in use.
 #[derive(Debug)]
 pub struct UpstreamHealth {
     up: AtomicBool,
     gauge: metrics::Gauge,
+    last_error: Mutex<Option<LastError>>,
+    ca_roots: CaRoots,
 }
 
 impl UpstreamHealth {
-    fn new() -> Self {
+    fn new(ca_roots: CaRoots) -> Self {
         let gauge = metrics::gauge!(telemetry::UPSTREAM_UP);
         gauge.set(0.0);
         Self {
             up: AtomicBool::new(false),
             gauge,
+            last_error: Mutex::new(None),
+            ca_roots,
         }
     }
 
     /// True after a successful connect or request, until a connection-level failure.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// The most recent failed attempt or probe, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Where the TLS roots for the upstream come from.
+    pub fn ca_roots(&self) -> CaRoots {
+        self.ca_roots
+    }
+
+    fn record_error(&self, code: &'static str, message: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(LastError {
+                at: SystemTime::now(),
+                code,
+                message,
+            });
+        }
     }
 
     fn mark(&self, up: bool) {
@@ -112,7 +198,7 @@ impl Upstream {
         tasks: TaskTracker,
         abort: CancellationToken,
     ) -> Result<Self, UpstreamError> {
-        let url = settings.url.to_string();
+        let url = crate::diagnostics::redact_url(&settings.url);
         let endpoint_error = |source| UpstreamError::Endpoint {
             url: url.clone(),
             source,
@@ -123,8 +209,13 @@ impl Upstream {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let mut ca_roots = CaRoots::None;
         if settings.url.scheme_str() == Some("https") {
-            let mut tls = ClientTlsConfig::new().with_native_roots();
+            ca_roots = CaRoots::detect();
+            let mut tls = match ca_roots {
+                CaRoots::Compiled => ClientTlsConfig::new().with_webpki_roots(),
+                _ => ClientTlsConfig::new().with_native_roots(),
+            };
             if let Some(pem) = &settings.ca_pem {
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
@@ -138,7 +229,7 @@ impl Upstream {
                 slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                 settings,
                 tasks,
-                health: Arc::new(UpstreamHealth::new()),
+                health: Arc::new(UpstreamHealth::new(ca_roots)),
                 abort,
             }),
         })
@@ -155,7 +246,12 @@ impl Upstream {
             if !self.inner.health.is_up() {
                 match self.inner.endpoint.connect().await {
                     Ok(_) => self.inner.health.mark(true),
-                    Err(error) => debug!(%error, "upstream probe failed"),
+                    Err(error) => {
+                        debug!(%error, "upstream probe failed");
+                        self.inner
+                            .health
+                            .record_error("unavailable", error_chain(&error));
+                    }
                 }
             }
             tokio::select! {
@@ -221,6 +317,9 @@ impl Upstream {
             Err(error) => {
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "code" => error.code_label())
                     .increment(1);
+                self.inner
+                    .health
+                    .record_error(error.code_label(), error.message.clone());
                 if error.origin == ErrorSource::Connection || error.code == Code::Unavailable {
                     self.inner.health.mark(false);
                 }

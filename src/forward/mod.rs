@@ -6,18 +6,18 @@
 pub mod client;
 pub mod error;
 
-pub use client::{Upstream, UpstreamHealth, UpstreamSettings};
+pub use client::{CaRoots, LastError, Upstream, UpstreamHealth, UpstreamSettings};
 pub use error::{ErrorSource, ForwardError};
 
 use crate::pipeline::{Batch, BatchSink};
-use crate::telemetry::{self, DropReason};
 
 /// Where batches go: the upstream, or nowhere when forwarding is off.
 #[derive(Clone)]
 pub enum Exporter {
     /// Forward to the upstream.
     Upstream(Upstream),
-    /// Forwarding is off (developer mode without `--upstream`): batches end here, counted.
+    /// Forwarding is off (developer mode without `--upstream`): batches end here. Not a drop:
+    /// the spans were kept by the developer-mode store, which is all that mode promises.
     Off,
 }
 
@@ -25,9 +25,8 @@ impl BatchSink for Exporter {
     async fn submit(&self, batch: Batch) {
         match self {
             Exporter::Upstream(upstream) => upstream.submit(batch).await,
-            Exporter::Off => {
-                telemetry::count_dropped(DropReason::NoUpstream, u64::from(batch.spans));
-            }
+            // Dropping the batch gives its bytes back to the buffer.
+            Exporter::Off => drop(batch),
         }
     }
 }

@@ -29,12 +29,19 @@ impl Cubesat {
 
     /// Starts the binary with exactly `args`, waiting for its start lines.
     pub fn start(args: &[&str]) -> Cubesat {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cubesat"));
+        cmd.args(args)
+            .env("RUST_LOG", "info,cubesat=debug")
+            .env_remove("LIGHTSTEP_ACCESS_TOKEN");
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd` (cubesat itself, or a container runtime running it in the foreground),
+    /// waiting for cubesat's start lines on its stdout.
+    pub fn start_command(mut cmd: Command) -> Cubesat {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cubesat"))
-            .args(args)
-            .env("RUST_LOG", "info,cubesat=debug")
-            .env_remove("LIGHTSTEP_ACCESS_TOKEN")
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
