@@ -58,8 +58,9 @@ async fn many_reporters_and_a_small_budget_refuse_nothing_while_the_upstream_kee
     }
     let mut refused = 0;
     while let Some(result) = sends.join_next().await {
-        if result.unwrap().is_err() {
+        if let Err(code) = result.unwrap() {
             refused += 1;
+            eprintln!("refused: {code:?}");
         }
     }
     assert_eq!(refused, 0, "no report refused while the upstream keeps up");
