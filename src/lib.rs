@@ -131,7 +131,8 @@ pub async fn run(
     let mut batchers = JoinSet::new();
     for shard in shards {
         let batcher = Batcher::new(config.batch, exporter.clone())
-            .flush_at_once_on(drain.stop_accepting.clone());
+            .flush_at_once_on(drain.stop_accepting.clone())
+            .with_budget(ring.budget().clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)

@@ -25,6 +25,13 @@ pub const BUFFER_BYTES: &str = "cubesat_buffer_bytes";
 /// Bytes of the buffer budget held by each `part` of the path (in_flight, ring, batches,
 /// upstream).
 pub const BUFFER_PART_BYTES: &str = "cubesat_buffer_part_bytes";
+/// Reservations the buffer budget refused, by the `part` that asked (in_flight, ring, batches,
+/// upstream).
+pub const BUFFER_REFUSALS: &str = "cubesat_buffer_refusals_total";
+/// Open batches sent before their `--batch-timeout` because the buffer passed its flush mark.
+pub const BATCHES_PRESSURE_FLUSHED: &str = "cubesat_batches_pressure_flushed_total";
+/// Reports kept as slices of their request buffer because the ring had no contiguous room.
+pub const RING_FALLBACKS: &str = "cubesat_ring_fallbacks_total";
 /// The buffer's configured byte budget.
 pub const BUFFER_CAPACITY_BYTES: &str = "cubesat_buffer_capacity_bytes";
 /// Upstream batches sent, by `outcome` (ok / retry / rejected).
@@ -123,6 +130,18 @@ pub fn describe() {
         BUFFER_PART_BYTES,
         Unit::Bytes,
         "Bytes of the buffer budget held by each part of the path (in_flight, ring, batches, upstream)."
+    );
+    describe_counter!(
+        BUFFER_REFUSALS,
+        "Reservations the buffer budget refused, by the part of the path that asked."
+    );
+    describe_counter!(
+        BATCHES_PRESSURE_FLUSHED,
+        "Open batches sent before their timeout because the buffer passed its flush mark."
+    );
+    describe_counter!(
+        RING_FALLBACKS,
+        "Reports kept as slices of their request because the ring had no contiguous room."
     );
     describe_gauge!(
         BUFFER_CAPACITY_BYTES,

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{ErrorSource, ForwardError};
 use crate::codec::RawCodec;
-use crate::pipeline::{Batch, BatchSink, TOKEN_HEADER};
+use crate::pipeline::{Batch, BatchSink, Part, TOKEN_HEADER};
 use crate::telemetry::{self, DropReason};
 
 /// How to reach the upstream, from configuration.
@@ -374,7 +374,7 @@ impl Upstream {
 }
 
 impl BatchSink for Upstream {
-    async fn submit(&self, batch: Batch) {
+    async fn submit(&self, mut batch: Batch) {
         // Waiting for a slot here is the backpressure that keeps the buffer (not the number of
         // in-flight requests) as the place where data waits.
         let slot = tokio::select! {
@@ -387,6 +387,7 @@ impl BatchSink for Upstream {
         let Ok(slot) = slot else {
             return;
         };
+        batch.charge.move_to(Part::Upstream);
         self.inner.tasks.spawn(self.clone().deliver(batch, slot));
     }
 }

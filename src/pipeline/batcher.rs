@@ -2,7 +2,11 @@
 //! (token, reporter, clock offset, protocol), so batches never mix tokens or reporters.
 //!
 //! A batch is flushed to the [`BatchSink`] when it reaches `max_spans` or `max_bytes`, or when
-//! it has been open for `max_age`. Flushing writes the header once and hands the span runs on
+//! it has been open for `max_age`, or at once (oldest first) while the buffer budget is above
+//! its flush mark: with many reporters, each open batch would otherwise hold its bytes for the
+//! whole timeout and fill the budget while the upstream has headroom. Under pressure the
+//! batcher first takes every report already queued on its shard, so what waited for an
+//! upstream slot still leaves in few, full requests. Flushing writes the header once and hands the span runs on
 //! untouched: no decode, no re-encode, no copy of a span.
 
 use std::collections::HashMap;
@@ -14,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, BatchKey, Charge, Report};
+use super::{Batch, BatchKey, Budget, Charge, Part, Report};
 
 /// When a batch is full enough, or old enough, to send.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +51,12 @@ pub struct Batcher<S> {
     open: HashMap<BatchKey, OpenBatch>,
     sink: S,
     flush_now: CancellationToken,
+    budget: Option<Budget>,
+    pressure_flushes: metrics::Counter,
 }
+
+/// Reports taken from the shard at most per pressure flush, so one flush stays short.
+const PRESSURE_DRAIN: usize = 4096;
 
 impl<S: BatchSink> Batcher<S> {
     /// A batcher with no open batches.
@@ -57,6 +66,8 @@ impl<S: BatchSink> Batcher<S> {
             open: HashMap::new(),
             sink,
             flush_now: CancellationToken::new(),
+            budget: None,
+            pressure_flushes: metrics::counter!(crate::telemetry::BATCHES_PRESSURE_FLUSHED),
         }
     }
 
@@ -64,6 +75,13 @@ impl<S: BatchSink> Batcher<S> {
     /// every report after it is sent as soon as it arrives, whatever `max_age` says.
     pub fn flush_at_once_on(mut self, token: CancellationToken) -> Self {
         self.flush_now = token;
+        self
+    }
+
+    /// Watches `budget`: above its flush mark, open batches leave at once instead of at their
+    /// timeout.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -75,6 +93,13 @@ impl<S: BatchSink> Batcher<S> {
         let mut draining = false;
         let mut at_once = false;
         let flush_now = self.flush_now.clone();
+        let budget = self.budget.clone();
+        let pressure_rises = || async {
+            match &budget {
+                Some(budget) => budget.pressure_rises().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
             // Biased, so a steady stream of reports cannot starve the age-based flush.
             tokio::select! {
@@ -88,12 +113,21 @@ impl<S: BatchSink> Batcher<S> {
                     at_once = true;
                     self.flush_older_than(Duration::ZERO).await;
                 }
-                _ = ticker.tick() => self.flush_older_than(self.limits.max_age).await,
+                _ = pressure_rises() => self.relieve(&mut rx).await,
+                _ = ticker.tick() => {
+                    if self.under_pressure() {
+                        self.relieve(&mut rx).await;
+                    } else {
+                        self.flush_older_than(self.limits.max_age).await;
+                    }
+                }
                 report = rx.recv() => match report {
                     Some(report) => {
                         self.add(report).await;
                         if at_once {
                             self.flush_older_than(Duration::ZERO).await;
+                        } else if self.under_pressure() {
+                            self.relieve(&mut rx).await;
                         }
                     }
                     None => break,
@@ -103,9 +137,31 @@ impl<S: BatchSink> Batcher<S> {
         self.flush_older_than(Duration::ZERO).await;
     }
 
+    fn under_pressure(&self) -> bool {
+        self.budget.as_ref().is_some_and(Budget::under_pressure)
+    }
+
+    /// Takes the reports already queued on the shard, then flushes every open batch, oldest
+    /// first: the budget is above its flush mark.
+    pub async fn relieve(&mut self, rx: &mut mpsc::UnboundedReceiver<Report>) {
+        for _ in 0..PRESSURE_DRAIN {
+            match rx.try_recv() {
+                Ok(report) => self.add(report).await,
+                Err(_) => break,
+            }
+        }
+        let flushed = self.open.len() as u64;
+        self.flush_older_than(Duration::ZERO).await;
+        self.pressure_flushes.increment(flushed);
+    }
+
     /// Adds one report's spans, flushing its batch when a limit is reached.
     pub async fn add(&mut self, report: Report) {
-        let Report { key, spans, charge } = report;
+        let Report {
+            key,
+            spans,
+            mut charge,
+        } = report;
         if spans.count == 0 {
             return;
         }
@@ -124,6 +180,7 @@ impl<S: BatchSink> Batcher<S> {
                 open.spans >= self.limits.max_spans || open.bytes >= self.limits.max_bytes
             }
             None => {
+                charge.move_to(Part::Batches);
                 let full =
                     spans.count >= self.limits.max_spans || spans.bytes >= self.limits.max_bytes;
                 let open = OpenBatch {
@@ -142,16 +199,17 @@ impl<S: BatchSink> Batcher<S> {
         }
     }
 
-    /// Flushes every batch opened at least `age` ago.
+    /// Flushes every batch opened at least `age` ago, oldest first.
     pub async fn flush_older_than(&mut self, age: Duration) {
         let now = Instant::now();
-        let due: Vec<BatchKey> = self
+        let mut due: Vec<(Instant, BatchKey)> = self
             .open
             .iter()
             .filter(|(_, open)| now.duration_since(open.opened) >= age)
-            .map(|(key, _)| key.clone())
+            .map(|(key, open)| (open.opened, key.clone()))
             .collect();
-        for key in due {
+        due.sort_unstable_by_key(|(opened, _)| *opened);
+        for (_, key) in due {
             self.flush(&key).await;
         }
     }
@@ -403,6 +461,48 @@ mod tests {
         ring.push(r.key, r.spans, r.charge).unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(sink.0.lock().unwrap().len(), 2);
+        drain.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn above_the_flush_mark_open_batches_leave_at_once_oldest_first() {
+        let (ring, mut rxs) = Ring::new(RingConfig {
+            capacity_bytes: 4096,
+            high_water: 0.9,
+            low_water: 0.6,
+            shards: 1,
+        });
+        let sink = Capture::default();
+        let drain = CancellationToken::new();
+        // An hour's timeout: only pressure can make these batches leave.
+        let batcher =
+            Batcher::new(limits(1000, usize::MAX), sink.clone()).with_budget(ring.budget().clone());
+        let task = tokio::spawn(batcher.run(rxs.remove(0), drain.clone()));
+        let mut reporter = 0;
+        while !ring.budget().under_pressure() {
+            reporter += 1;
+            let r = report(&ring, request("a", reporter, 0..2));
+            ring.push(r.key, r.spans, r.charge).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if reporter < 3 {
+                assert_eq!(ring.budget().part_bytes(Part::Batches), ring.used_bytes());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        {
+            let sent = sink.0.lock().unwrap();
+            let reporters: Vec<u64> = sent
+                .iter()
+                .map(|b| decode(b).reporter.unwrap().reporter_id)
+                .collect();
+            assert_eq!(
+                reporters,
+                (1..=reporter).collect::<Vec<_>>(),
+                "all, oldest first"
+            );
+            assert!(sent.iter().all(|b| b.spans == 2));
+        }
         drain.cancel();
         task.await.unwrap();
     }

@@ -8,13 +8,25 @@
 //! reports "no headroom" until it falls back below the low-water mark, so load balancers shift
 //! traffic before clients are refused.
 //!
+//! Below the high-water mark sits the flush mark ([`FLUSH_MARK`]): above it the batchers stop
+//! waiting out `--batch-timeout` and send their open batches at once, oldest first, so bytes
+//! wait upstream (where they leave) rather than in batches (where they only age), and a client
+//! is refused only when the upstream truly cannot keep up. A refusal is counted by the part
+//! that asked ([`telemetry::BUFFER_REFUSALS`]).
+//!
 //! Never allocates on behalf of a charge: it only counts, so callers reserve first and allocate
 //! second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use tokio::sync::Notify;
+
 use crate::telemetry;
+
+/// Fraction of the budget above which open batches are flushed at once (below the low-water
+/// mark, so batches leave before readiness drops).
+pub const FLUSH_MARK: f64 = 0.5;
 
 /// Where along the path a charge's bytes are held: the closed label set of
 /// [`telemetry::BUFFER_PART_BYTES`].
@@ -66,12 +78,15 @@ struct Shared {
     capacity: usize,
     high: usize,
     low: usize,
+    flush: usize,
     used: AtomicUsize,
     by_part: [AtomicUsize; 4],
     spans: AtomicU64,
     above_high: AtomicBool,
     gauge: metrics::Gauge,
     part_gauges: [metrics::Gauge; 4],
+    refusals: [metrics::Counter; 4],
+    pressure: Notify,
 }
 
 impl Shared {
@@ -85,6 +100,9 @@ impl Shared {
         match result {
             Ok(before) => {
                 let now = before + bytes;
+                if before <= self.flush && now > self.flush {
+                    self.pressure.notify_waiters();
+                }
                 if now > self.high {
                     self.above_high.store(true, Ordering::Release);
                 }
@@ -92,11 +110,14 @@ impl Shared {
                 self.add_part(part, bytes);
                 Ok(())
             }
-            Err(used) => Err(BudgetFull {
-                needed: bytes,
-                free: self.capacity.saturating_sub(used),
-                capacity: self.capacity,
-            }),
+            Err(used) => {
+                self.refusals[part.index()].increment(1);
+                Err(BudgetFull {
+                    needed: bytes,
+                    free: self.capacity.saturating_sub(used),
+                    capacity: self.capacity,
+                })
+            }
         }
     }
 
@@ -135,17 +156,22 @@ impl Budget {
         metrics::gauge!(telemetry::BUFFER_CAPACITY_BYTES).set(capacity as f64);
         let part_gauges = Part::ALL
             .map(|part| metrics::gauge!(telemetry::BUFFER_PART_BYTES, "part" => part.as_str()));
+        let refusals = Part::ALL
+            .map(|part| metrics::counter!(telemetry::BUFFER_REFUSALS, "part" => part.as_str()));
         Budget {
             shared: Arc::new(Shared {
                 capacity,
                 high: (capacity as f64 * high_water) as usize,
                 low: (capacity as f64 * low_water) as usize,
+                flush: (capacity as f64 * FLUSH_MARK) as usize,
                 used: AtomicUsize::new(0),
                 by_part: Default::default(),
                 spans: AtomicU64::new(0),
                 above_high: AtomicBool::new(false),
                 gauge: metrics::gauge!(telemetry::BUFFER_BYTES),
                 part_gauges,
+                refusals,
+                pressure: Notify::new(),
             }),
         }
     }
@@ -181,6 +207,18 @@ impl Budget {
     /// The whole budget in bytes.
     pub fn capacity_bytes(&self) -> usize {
         self.shared.capacity
+    }
+
+    /// True while more than [`FLUSH_MARK`] of the budget is in use: open batches should leave
+    /// now rather than at their timeout.
+    pub fn under_pressure(&self) -> bool {
+        self.used_bytes() > self.shared.flush
+    }
+
+    /// Resolves the next time use crosses the flush mark upwards (only for waiters already
+    /// polling: check [`Budget::under_pressure`] too).
+    pub async fn pressure_rises(&self) {
+        self.shared.pressure.notified().await
     }
 
     /// False from crossing the high-water mark until falling back below the low-water mark.

@@ -4,6 +4,7 @@
 //! Knows nothing about HTTP or gRPC and never decodes a span: a [`Report`] arrives as slices
 //! of a request buffer and leaves inside a [`Batch`] as the same slices.
 
+pub mod arena;
 pub mod batcher;
 pub mod budget;
 pub mod protocol;
@@ -11,6 +12,7 @@ pub mod ring;
 
 use bytes::Bytes;
 
+pub use arena::Arena;
 pub use batcher::{BatchLimits, BatchSink, Batcher};
 pub use budget::{Budget, BudgetFull, Charge, Part};
 pub use protocol::{Protocol, TOKEN_HEADER};

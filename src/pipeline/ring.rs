@@ -1,6 +1,12 @@
 //! The ring: many producers push reports, one or more batchers pull them, and every byte in
 //! between is paid for out of one budget.
 //!
+//! A pushed report's span runs are copied once into the ring's preallocated region
+//! ([`Arena`]) and travel on as slices of it; the request buffer they came from is freed, and
+//! the report's charge shrinks to the bytes of its spans. When the region has no contiguous
+//! room the report keeps its request slices and its whole charge (counted in
+//! [`telemetry::RING_FALLBACKS`]).
+//!
 //! A report's [`Charge`] stays with its spans through batching, sending and retrying, and is
 //! returned when they are delivered or dropped, so the budget bounds all memory the pipeline
 //! holds. Above the high-water mark the ring reports "not ready" until it falls back below the
@@ -11,8 +17,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::arena::Arena;
 use super::budget::{Budget, BudgetFull, Charge, Part};
 use super::{BatchKey, Report};
+use crate::telemetry;
 use crate::wire::report::SpanRuns;
 
 /// Limits of the ring, from configuration.
@@ -62,11 +70,21 @@ pub struct Ring {
     budget: Budget,
     shards: Arc<[mpsc::UnboundedSender<Report>]>,
     hasher: std::collections::hash_map::RandomState,
+    arena: Option<Arena>,
+    fallbacks: metrics::Counter,
 }
 
 impl Ring {
     /// Makes a ring and the receivers its batchers read, one per shard.
     pub fn new(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
+        let (mut ring, receivers) = Ring::without_arena(config);
+        ring.arena = Some(Arena::new(config.capacity_bytes));
+        (ring, receivers)
+    }
+
+    /// A ring whose reports stay slices of their request buffers (no region, no copy): the
+    /// design before [`Arena`], kept for comparison in benchmarks.
+    pub fn without_arena(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
         let budget = Budget::new(config.capacity_bytes, config.high_water, config.low_water);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards.max(1))
             .map(|_| mpsc::unbounded_channel())
@@ -75,6 +93,8 @@ impl Ring {
             budget,
             shards: senders.into(),
             hasher: Default::default(),
+            arena: None,
+            fallbacks: metrics::counter!(telemetry::RING_FALLBACKS),
         };
         (ring, receivers)
     }
@@ -90,7 +110,15 @@ impl Ring {
     }
 
     /// Hands a report to the batcher that owns its key. Its charge is returned on failure.
-    pub fn push(&self, key: BatchKey, spans: SpanRuns, charge: Charge) -> Result<(), PushError> {
+    pub fn push(
+        &self,
+        key: BatchKey,
+        spans: SpanRuns,
+        mut charge: Charge,
+    ) -> Result<(), PushError> {
+        // Whatever part it was reserved for (a body read at ingest), it is held by the ring now.
+        charge.move_to(Part::Ring);
+        let spans = self.copy_in(spans, &mut charge);
         let shard = if self.shards.len() == 1 {
             0
         } else {
@@ -99,6 +127,28 @@ impl Ring {
         self.shards[shard]
             .send(Report { key, spans, charge })
             .map_err(|_| PushError::Closed)
+    }
+
+    /// Writes the runs into the region (once) and charges only their bytes; unchanged when
+    /// there is no region or no room in it.
+    fn copy_in(&self, spans: SpanRuns, charge: &mut Charge) -> SpanRuns {
+        let Some(arena) = &self.arena else {
+            return spans;
+        };
+        let Some((record, offsets)) = arena.write(&spans.runs) else {
+            if spans.bytes > 0 {
+                self.fallbacks.increment(1);
+            }
+            return spans;
+        };
+        charge.shrink(charge.bytes().saturating_sub(record.len()));
+        let runs = spans
+            .runs
+            .iter()
+            .zip(offsets)
+            .map(|(run, at)| record.slice(at..at + run.len()))
+            .collect();
+        SpanRuns { runs, ..spans }
     }
 
     /// Bytes in use now.
@@ -180,5 +230,41 @@ mod tests {
             ring.push(key(b"t"), SpanRuns::default(), charge),
             Err(PushError::Closed)
         );
+    }
+
+    #[test]
+    fn a_pushed_report_is_copied_once_into_the_region_and_charged_for_its_spans() {
+        let (ring, mut rx) = ring(1 << 20);
+        let request = Bytes::from(vec![7u8; 4096]);
+        let spans = SpanRuns {
+            runs: vec![request.slice(10..12), request.slice(100..103)],
+            count: 2,
+            bytes: 5,
+        };
+        let charge = ring.reserve(request.len(), 2).unwrap();
+        ring.push(key(b"t"), spans, charge).unwrap();
+        let report = rx.iter_mut().find_map(|r| r.try_recv().ok()).unwrap();
+        assert_eq!(
+            report.charge.bytes(),
+            5,
+            "charged for its spans, not the request"
+        );
+        assert_eq!(ring.budget().part_bytes(Part::Ring), 5);
+        let within = |b: &Bytes| request.as_ptr_range().contains(&b.as_ptr());
+        assert!(
+            !report.spans.runs.iter().any(within),
+            "no slice pins the request"
+        );
+        assert_eq!(
+            report
+                .spans
+                .runs
+                .iter()
+                .map(|r| r.to_vec())
+                .collect::<Vec<_>>(),
+            vec![vec![7u8; 2], vec![7u8; 3]]
+        );
+        drop(report);
+        assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
     }
 }

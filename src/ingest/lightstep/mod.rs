@@ -19,7 +19,8 @@ use crate::proto::collector as pb;
 
 /// A Thrift JSON report -> `ReportRequest`, as `/api/v0/reports` converts it.
 pub fn parse_thrift_json(body: &[u8]) -> Result<pb::ReportRequest, Refused> {
-    thrift::parse_json(body)
+    let mut meter = thrift::meter::ModelMeter::new(body.len());
+    thrift::model_parse_json(body, &mut meter)
         .and_then(|report| thrift::to_report_request(report, None))
         .map_err(Refused::bad_request)
 }
@@ -27,7 +28,8 @@ pub fn parse_thrift_json(body: &[u8]) -> Result<pb::ReportRequest, Refused> {
 /// A Thrift binary `Report` call -> the `ReportRequest` (with the call's token) and the
 /// encoded reply, as `/_rpc/v1/reports/binary` handles it.
 pub fn parse_thrift_binary(body: &[u8]) -> Result<(pb::ReportRequest, Vec<u8>), Refused> {
-    let call = thrift::binary::read_call(body).map_err(Refused::bad_request)?;
+    let mut meter = thrift::meter::ModelMeter::new(body.len());
+    let call = thrift::binary::read_call_metered(body, &mut meter).map_err(Refused::bad_request)?;
     let request =
         thrift::to_report_request(call.report, call.access_token).map_err(Refused::bad_request)?;
     let reply =

@@ -14,6 +14,7 @@ pub mod meter;
 mod model;
 #[cfg(test)]
 pub use model::parse_json;
+pub use model::parse_json_metered as model_parse_json;
 #[cfg(test)]
 mod tests;
 
