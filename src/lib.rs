@@ -23,6 +23,7 @@ pub mod config;
 pub mod devmode;
 pub mod diagnostics;
 pub mod forward;
+pub mod hexid;
 pub mod ingest;
 pub mod listen;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use super::{
     REF_TYPE_FOLLOWS_FROM, REPORTER_ID_ATTRIBUTE, RESOURCE_RENAMES, SPAN_KIND_TAG, STATUS_CODE_TAG,
     STATUS_DESCRIPTION_TAG, TRACE_ID_TAG, json, kind_from_tag,
 };
+use crate::hexid;
 use crate::proto::collector as ls;
 
 const CHILD_OF: i32 = ls::reference::Relationship::ChildOf as i32;
@@ -113,21 +114,6 @@ fn nanos(timestamp: Option<&prost_types::Timestamp>, offset_micros: i64) -> u64 
     shifted.clamp(0, i128::from(u64::MAX)) as u64
 }
 
-fn parse_hex_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
-}
-
-/// The 16-byte id of a 128-bit hex string, if `s` is one.
-fn parse_hex_u128(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    u128::from_str_radix(s, 16).ok().map(u128::to_be_bytes)
-}
-
 fn padded(trace_id: u64) -> [u8; 16] {
     let mut id = [0; 16];
     id[8..].copy_from_slice(&trace_id.to_be_bytes());
@@ -151,10 +137,10 @@ fn span(s: &ls::Span, offset: i64) -> Span {
     let trace_id = take(&|t| {
         t.key == TRACE_ID_TAG
             && string_of(t)
-                .and_then(parse_hex_u128)
+                .and_then(hexid::parse_u128)
                 .is_some_and(|id| id[8..] == context.trace_id.to_be_bytes())
     })
-    .and_then(|at| string_of(&s.tags[at]).and_then(parse_hex_u128))
+    .and_then(|at| string_of(&s.tags[at]).and_then(hexid::parse_u128))
     .unwrap_or_else(|| padded(context.trace_id));
 
     let kind = take(&|t| t.key == SPAN_KIND_TAG && string_of(t).and_then(kind_from_tag).is_some())
@@ -196,16 +182,16 @@ fn span(s: &ls::Span, offset: i64) -> Span {
     let parent_id =
         parent_ref.and_then(|at| s.references[at].span_context.as_ref().map(|c| c.span_id));
     let guid = |t: &ls::KeyValue| {
-        t.key == PARENT_SPAN_GUID_TAG && string_of(t).and_then(parse_hex_u64).is_some()
+        t.key == PARENT_SPAN_GUID_TAG && string_of(t).and_then(hexid::parse_u64).is_some()
     };
     let parent_id = match parent_id {
         // A redundant guid tag beside the reference (Node's tracer) goes too.
         Some(id) => {
-            take(&|t| guid(t) && string_of(t).and_then(parse_hex_u64) == Some(id));
+            take(&|t| guid(t) && string_of(t).and_then(hexid::parse_u64) == Some(id));
             Some(id)
         }
         None if parent_ref.is_none() => {
-            take(&guid).and_then(|at| string_of(&s.tags[at]).and_then(parse_hex_u64))
+            take(&guid).and_then(|at| string_of(&s.tags[at]).and_then(hexid::parse_u64))
         }
         None => None,
     };

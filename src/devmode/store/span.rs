@@ -222,29 +222,7 @@ pub fn span_id_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// Parses a trace id given in hex: 32 digits, or 16 (a 64-bit id, padded on the left).
-pub fn parse_trace_id(s: &str) -> Option<TraceId> {
-    if !(s.len() == 32 || s.len() == 16) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    let offset = 16 - s.len() / 2;
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let digits = std::str::from_utf8(pair).ok()?;
-        id[offset + i] = u8::from_str_radix(digits, 16).ok()?;
-    }
-    Some(id)
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+pub use crate::hexid::{encode as hex, parse_trace_id};
 
 /// The name of an OTLP span kind.
 pub fn kind_name(kind: i32) -> &'static str {

@@ -170,6 +170,7 @@ fn rename(value: &mut serde_json::Value, names: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hexid::encode as hex;
 
     #[test]
     fn otlp_json_with_names_strings_and_hex_ids() {
@@ -199,9 +200,5 @@ mod tests {
             let err = json_to_protobuf(bad).unwrap_err().to_string();
             assert!(err.contains("invalid OTLP JSON"), "{err}");
         }
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

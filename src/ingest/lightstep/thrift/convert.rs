@@ -272,11 +272,7 @@ pub(super) fn parse_guid(guid: &str, field: &str) -> Result<u64, ThriftError> {
         field: field.to_owned(),
         value: guid.chars().take(64).collect(),
     };
-    if guid.is_empty() || !guid.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let low = &guid[guid.len().saturating_sub(16)..];
-    u64::from_str_radix(low, 16).map_err(|_| bad())
+    crate::hexid::low_u64(guid).ok_or_else(bad)
 }
 
 /// Microseconds since the epoch, for Thrift `Timing`.
