@@ -996,7 +996,9 @@ async fn a_foreign_host_is_refused_dns_rebinding_protection() {
 async fn stalled_live_tail_subscribers_never_slow_ingest() {
     use tokio::io::AsyncWriteExt;
     const STALLED: usize = 2_000;
-    let cubesat = dev(&[]);
+    // The admin port's own connection limit (64 by default, tests/connections.rs) would close
+    // most of these before they subscribe: raise it, so this shows the live-tail cap itself.
+    let cubesat = dev(&["--admin-max-connections", "4096"]);
     // Subscribers that connect and never read a byte.
     let mut stalled = Vec::with_capacity(STALLED);
     for _ in 0..STALLED {
