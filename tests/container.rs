@@ -190,7 +190,14 @@ async fn image_forwards_spans_from_the_otel_sdk_to_the_upstream() {
             .and_then(|kv| kv.value.clone());
         assert!(format!("{service:?}").contains("checkout"), "{service:?}");
     }
-    assert_eq!(cubesat.metric("cubesat_spans_forwarded_total").await, 3.0);
+    let forwarded = cubesat
+        .wait_metric(
+            "cubesat_spans_forwarded_total",
+            3.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(forwarded, 3.0);
     let d = diagnostics(cubesat.admin).await;
     assert_eq!(d["upstream"]["url"], format!("{url}/"));
     assert_eq!(d["config"]["access-token"], "set (hidden)");

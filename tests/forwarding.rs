@@ -85,7 +85,14 @@ async fn envoy_reports_arrive_byte_for_byte_with_the_token_in_fewer_requests() {
         );
     }
 
-    assert_eq!(cubesat.metric("cubesat_spans_forwarded_total").await, 200.0);
+    let forwarded = cubesat
+        .wait_metric(
+            "cubesat_spans_forwarded_total",
+            200.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(forwarded, 200.0);
     assert_eq!(
         cubesat
             .metric("cubesat_spans_received_total{protocol=\"lightstep\"}")
@@ -303,7 +310,14 @@ async fn an_upstream_outage_loses_nothing_and_readiness_follows_it() {
         .await;
     assert_spans_arrived_untouched(&capture, &sent);
     cubesat.wait_ready(200, Duration::from_secs(10)).await;
-    assert_eq!(cubesat.metric("cubesat_spans_forwarded_total").await, 100.0);
+    let forwarded = cubesat
+        .wait_metric(
+            "cubesat_spans_forwarded_total",
+            100.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(forwarded, 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

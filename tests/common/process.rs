@@ -150,6 +150,20 @@ impl Cubesat {
             })
             .unwrap_or(0.0)
     }
+
+    /// Waits up to `timeout` for the metric `series` to reach `want` (counters are updated
+    /// after the upstream's answer, which may come after the capture saw the request), and
+    /// returns its last value.
+    pub async fn wait_metric(&self, series: &str, want: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.metric(series).await;
+            if value >= want || Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Cubesat {
