@@ -14,7 +14,9 @@ const TOKEN: &str = "pressure-token";
 /// 500 distinct reporters, each with an open batch: without pressure-aware flushing every
 /// batch would hold its bytes for the whole (two-second) batch timeout and a 512 KiB budget would
 /// refuse most reports. Above the flush mark they leave at once, so nothing is refused and every
-/// span arrives.
+/// span arrives. Each reporter's batch is its own upstream request here, so cubesat is given as
+/// many upstream slots as the clients have requests open (with fewer, its own upstream
+/// concurrency is what cannot keep up, and refusing is then right).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_reporters_and_a_small_budget_refuse_nothing_while_the_upstream_keeps_up() {
     let capture = Capture::default();
@@ -33,6 +35,8 @@ async fn many_reporters_and_a_small_budget_refuse_nothing_while_the_upstream_kee
         "64KiB",
         "--batch-bytes",
         "64KiB",
+        "--upstream-concurrency",
+        "32",
     ]);
     cubesat.wait_ready(200, Duration::from_secs(10)).await;
     let channel = envoy_channel(cubesat.ingest).await;
@@ -52,7 +56,9 @@ async fn many_reporters_and_a_small_budget_refuse_nothing_while_the_upstream_kee
             sends.spawn(async move {
                 let result = send_raw(&channel, body, false).await;
                 drop(slot);
-                result.map(|_| ()).map_err(|status| status.code())
+                result
+                    .map(|_| ())
+                    .map_err(|status| format!("{:?} {}", status.code(), status.message()))
             });
         }
     }
