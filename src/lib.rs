@@ -90,7 +90,9 @@ pub async fn run(
         .map(|u| diagnostics::redact_url(&u.url));
     let upstream_tasks = TaskTracker::new();
 
-    let (ring, shards) = Ring::new(RingConfig {
+    // The ring's preallocated region (`Ring::new`) stays off until it pays for its copy: the
+    // hot-path bench measures ring + batcher 5x slower with it (BENCHMARKS.md, issue 11).
+    let (ring, shards) = Ring::without_arena(RingConfig {
         capacity_bytes: config.buffer_bytes,
         high_water: 0.8,
         low_water: 0.6,
