@@ -1,7 +1,9 @@
 //! The ring: many producers push reports, one or more batchers pull them, and every byte in
 //! between is paid for out of one budget.
 //!
-//! A pushed report's span runs are copied once into the ring's preallocated region
+//! With a region ([`Ring::new`]; `cubesat serve` does not use one yet, because the hot-path
+//! bench measures the copy at 5x the cost of the rest of ring + batcher, see BENCHMARKS.md),
+//! a pushed report's span runs are copied once into the ring's preallocated region
 //! ([`Arena`]) and travel on as slices of it; the request buffer they came from is freed, and
 //! the report's charge shrinks to the bytes of its spans. When the region has no contiguous
 //! room the report keeps its request slices and its whole charge (counted in
@@ -82,8 +84,8 @@ impl Ring {
         (ring, receivers)
     }
 
-    /// A ring whose reports stay slices of their request buffers (no region, no copy): the
-    /// design before [`Arena`], kept for comparison in benchmarks.
+    /// A ring whose reports stay slices of their request buffers (no region, no copy): what
+    /// `cubesat serve` runs until the region's copy pays for itself (BENCHMARKS.md).
     pub fn without_arena(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
         let budget = Budget::new(config.capacity_bytes, config.high_water, config.low_water);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards.max(1))
