@@ -72,6 +72,10 @@ pub struct Trace {
     seq: u64,
     start_us: u64,
     end_us: u64,
+    /// The latest first-span start of this trace and every older one, as they arrived: an
+    /// upper bound on their starts (a start only moves earlier), so a search newest first can
+    /// stop early.
+    reach_us: u64,
     bytes: usize,
     /// Every index key this trace is posted under (tags and link targets), sorted.
     keys: Vec<u64>,
@@ -381,6 +385,9 @@ impl Store {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.ids.insert(id, seq);
+                let reach_us = (self.traces.last_key_value())
+                    .map_or(0, |(_, t)| t.reach_us)
+                    .max(stored.start_us);
                 self.traces.insert(
                     seq,
                     Trace {
@@ -390,6 +397,7 @@ impl Store {
                         seq,
                         start_us: u64::MAX,
                         end_us: 0,
+                        reach_us,
                         bytes: 0,
                         keys: Vec::new(),
                         by_id: None,

@@ -1,7 +1,8 @@
 //! Queries over the store: span predicates, trace search, latency distribution, service and
 //! operation summaries, service dependencies.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -213,8 +214,9 @@ impl SpanSummary {
 }
 
 impl Store {
-    /// Traces that may hold spans matching `query`, newest arrival first: the postings of the
-    /// most selective indexed filter, or every trace.
+    /// Traces that may hold spans matching `query`, newest arrival first (which
+    /// [`Store::traces`] relies on): the postings of the most selective indexed filter, or
+    /// every trace.
     fn candidates<'a>(&'a self, query: &'a SpanQuery) -> Box<dyn Iterator<Item = &'a Trace> + 'a> {
         let mut lists: Vec<Option<&Postings>> = Vec::new();
         if let Some(service) = &query.service {
@@ -267,18 +269,44 @@ impl Store {
     }
 
     /// Traces holding a span that matches `query`, newest first (by start), at most `limit`.
+    ///
+    /// Candidates come newest arrival first and the newest `limit` matches are kept; the search
+    /// stops at the first trace whose reach (the latest start of it and every older trace) is
+    /// not newer than the oldest kept, and skips the spans of a trace that would not be kept.
+    /// A query that many recent traces satisfy looks inside few of them.
     pub fn traces(&self, query: &SpanQuery, limit: usize) -> Vec<TraceSummary> {
-        let mut hits: Vec<(u64, u64, usize)> = self
-            .candidates(query)
-            .filter_map(|trace| {
-                let matched = trace.spans.iter().filter(|s| query.matches(s)).count();
-                (matched > 0).then_some((trace.start_us, trace.seq, matched))
-            })
-            .collect();
-        hits.sort_unstable_by_key(|&(start, seq, _)| std::cmp::Reverse((start, seq)));
-        hits.truncate(limit);
+        // The newest matches so far as (start, seq, matched), the oldest on top. (start, seq)
+        // is unique (seq is), so the order is total.
+        let mut top: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+        for trace in self.candidates(query) {
+            if limit == 0 {
+                break;
+            }
+            if top.len() == limit
+                && let Some(&Reverse((start, seq, _))) = top.peek()
+            {
+                if trace.reach_us <= start {
+                    // This trace and every older one (they come later) start no later.
+                    break;
+                }
+                if (trace.start_us, trace.seq) < (start, seq) {
+                    continue;
+                }
+            }
+            let matched = trace.spans.iter().filter(|s| query.matches(s)).count();
+            if matched > 0 {
+                top.push(Reverse((trace.start_us, trace.seq, matched)));
+                if top.len() > limit {
+                    top.pop();
+                }
+            }
+        }
+        let mut hits = top.into_vec();
+        hits.sort_unstable();
         hits.into_iter()
-            .filter_map(|(_, seq, matched)| self.traces.get(&seq).map(|t| t.summary(matched)))
+            .filter_map(|Reverse((_, seq, matched))| {
+                self.traces.get(&seq).map(|t| t.summary(matched))
+            })
             .collect()
     }
 
@@ -344,23 +372,25 @@ impl Store {
 
     /// Every service, sorted by name, with counts and latency percentiles.
     pub fn services(&self) -> Vec<ServiceSummary> {
-        // Services are interned, so the pointer identifies one.
-        let mut durations: HashMap<*const u8, Vec<u64>> = HashMap::new();
+        // One column of durations per service, sized from its count. Services are interned,
+        // so the pointer identifies one; the spans of a trace come in runs of one service.
+        let (mut columns, column) = columns(self.services.iter().map(|(n, e)| (n, e.spans)));
+        let mut last: (*const u8, usize) = (std::ptr::null(), 0);
         for trace in self.traces.values() {
             for span in &trace.spans {
-                durations
-                    .entry(Arc::as_ptr(&span.service).cast())
-                    .or_default()
-                    .push(span.duration_us);
+                let service: *const u8 = Arc::as_ptr(&span.service).cast();
+                if service != last.0 {
+                    let Some(&i) = column.get(&service) else {
+                        continue;
+                    };
+                    last = (service, i);
+                }
+                columns[last.1].push(span.duration_us);
             }
         }
-        self.services
-            .iter()
-            .map(|(name, entry)| {
-                let mut d = durations
-                    .remove(&Arc::as_ptr(name).cast())
-                    .unwrap_or_default();
-                d.sort_unstable();
+        (self.services.iter().zip(columns))
+            .map(|((name, entry), mut d)| {
+                let [p50_us, p95_us, p99_us] = percentiles(&mut d);
                 ServiceSummary {
                     name: name.to_string(),
                     spans: entry.spans,
@@ -370,9 +400,9 @@ impl Store {
                     } else {
                         entry.errors as f64 / entry.spans as f64
                     },
-                    p50_us: percentile(&d, 50),
-                    p95_us: percentile(&d, 95),
-                    p99_us: percentile(&d, 99),
+                    p50_us,
+                    p95_us,
+                    p99_us,
                     operations: entry.operations.len(),
                 }
             })
@@ -381,33 +411,30 @@ impl Store {
 
     /// The operations of `service`, sorted by name; `None` if the service is unknown.
     pub fn operations(&self, service: &str) -> Option<Vec<OperationSummary>> {
-        let entry = self.services.get(service)?;
-        let mut durations: HashMap<&str, Vec<u64>> = HashMap::new();
-        for seq in &entry.traces {
-            let Some(trace) = self.traces.get(seq) else {
-                continue;
-            };
-            for span in trace.spans.iter().filter(|s| *s.service == *service) {
-                durations
-                    .entry(&span.operation)
-                    .or_default()
-                    .push(span.duration_us);
+        let (service, entry) = self.services.get_key_value(service)?;
+        let (mut columns, column) = columns(entry.operations.iter().map(|(n, o)| (n, o.spans)));
+        for trace in entry.traces.iter().filter_map(|seq| self.traces.get(seq)) {
+            for span in trace
+                .spans
+                .iter()
+                .filter(|s| Arc::ptr_eq(&s.service, service))
+            {
+                if let Some(&i) = column.get(&Arc::as_ptr(&span.operation).cast()) {
+                    columns[i].push(span.duration_us);
+                }
             }
         }
         Some(
-            entry
-                .operations
-                .iter()
-                .map(|(name, op)| {
-                    let mut d = durations.remove(&**name).unwrap_or_default();
-                    d.sort_unstable();
+            (entry.operations.iter().zip(columns))
+                .map(|((name, op), mut d)| {
+                    let [p50_us, p95_us, p99_us] = percentiles(&mut d);
                     OperationSummary {
                         name: name.to_string(),
                         spans: op.spans,
                         errors: op.errors,
-                        p50_us: percentile(&d, 50),
-                        p95_us: percentile(&d, 95),
-                        p99_us: percentile(&d, 99),
+                        p50_us,
+                        p95_us,
+                        p99_us,
                     }
                 })
                 .collect(),
@@ -454,4 +481,37 @@ pub(crate) fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     }
     let rank = (sorted.len() as u64 * p).div_ceil(100).max(1) as usize;
     sorted.get(rank - 1).copied()
+}
+
+/// Empty duration columns for interned names with their span counts, and the column of each
+/// name by its pointer.
+fn columns<'a>(
+    names: impl Iterator<Item = (&'a Arc<str>, u64)>,
+) -> (Vec<Vec<u64>>, HashMap<*const u8, usize>) {
+    let mut columns = Vec::new();
+    let mut by_name = HashMap::new();
+    for (i, (name, spans)) in names.enumerate() {
+        columns.push(Vec::with_capacity(spans as usize));
+        by_name.insert(Arc::as_ptr(name).cast(), i);
+    }
+    (columns, by_name)
+}
+
+/// Nearest-rank p50, p95 and p99 of `values` (reordered), by selection rather than a sort.
+pub(crate) fn percentiles(values: &mut [u64]) -> [Option<u64>; 3] {
+    let n = values.len() as u64;
+    if n == 0 {
+        return [None; 3];
+    }
+    let rank = |p: u64| ((n * p).div_ceil(100).max(1) - 1) as usize;
+    let mut out = [None; 3];
+    // From the highest rank down: each selection leaves the smaller values before it.
+    let mut upto = values.len();
+    for (slot, p) in [(2, 99), (1, 95), (0, 50)] {
+        let r = rank(p);
+        let (_, v, _) = values[..upto].select_nth_unstable(r);
+        out[slot] = Some(*v);
+        upto = r + 1;
+    }
+    out
 }

@@ -174,9 +174,33 @@ impl StoredSpan {
     /// Whether the span has an attribute `key` whose value reads `want` (see [`text`]),
     /// found by walking the encoded attributes without decoding the others.
     pub fn has_attribute(&self, key: &str, want: &str) -> bool {
-        attributes(&self.rest).any(|(k, value)| {
-            k == key.as_bytes() && AnyValue::decode(value).is_ok_and(|v| text(&v) == want)
-        })
+        any_attribute(&self.rest, key.as_bytes(), want)
+    }
+}
+
+/// Whether an encoded `AnyValue` reads `want` (see [`text`]): a string, bool or integer (one
+/// field, as encoders write a oneof) compared where it lies, anything else decoded.
+fn reads(value: &[u8], want: &str) -> bool {
+    use crate::wire::Value as Wire;
+    let mut fields = Fields::new(value);
+    let only = match (fields.next(), fields.next()) {
+        (Some(Ok(field)), None) => Some(field),
+        _ => None,
+    };
+    match only.map(|f| (f.number, f.value)) {
+        Some((STRING_VALUE, Wire::Len { start, end })) => {
+            value.get(start..end) == Some(want.as_bytes())
+        }
+        Some((BOOL_VALUE, Wire::Varint(b))) => want == if b != 0 { "true" } else { "false" },
+        Some((INT_VALUE, Wire::Varint(i))) => {
+            // At most 20 characters: "-9223372036854775808".
+            let mut digits = [0u8; 20];
+            let mut out = &mut digits[..];
+            let written = std::io::Write::write_fmt(&mut out, format_args!("{}", i as i64));
+            let n = 20 - out.len();
+            written.is_ok() && digits[..n] == *want.as_bytes()
+        }
+        _ => AnyValue::decode(value).is_ok_and(|v| text(&v) == want),
     }
 }
 
@@ -185,25 +209,68 @@ impl StoredSpan {
 const SPAN_ATTRIBUTES: u32 = 9;
 const KEY: u32 = 1;
 const VALUE: u32 = 2;
+/// `AnyValue.string_value`, `bool_value` and `int_value`.
+const STRING_VALUE: u32 = 1;
+const BOOL_VALUE: u32 = 2;
+const INT_VALUE: u32 = 3;
 
-/// The (key, encoded `AnyValue`) pairs of an encoded span's attributes.
-fn attributes(span: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    Fields::new(span)
-        .map_while(Result::ok)
-        .filter(|f| f.number == SPAN_ATTRIBUTES)
-        .filter_map(move |f| {
-            let (start, end) = f.len_range().ok()?;
-            let kv = span.get(start..end)?;
-            let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
-            for field in Fields::new(kv).map_while(Result::ok) {
-                match (field.number, field.len_range()) {
-                    (KEY, Ok((a, b))) => key = kv.get(a..b).unwrap_or_default(),
-                    (VALUE, Ok((a, b))) => value = kv.get(a..b).unwrap_or_default(),
-                    _ => {}
+/// The tag of `Span.attributes`: field 9, length-delimited.
+const ATTRIBUTE_TAG: u8 = (SPAN_ATTRIBUTES as u8) << 3 | 2;
+
+/// How a walk of the encoded attributes ended early.
+enum Walk {
+    /// The attribute looked for is there.
+    Found,
+    /// The encoding is cut short (it cannot be: the store wrote it).
+    Bad,
+}
+
+impl From<crate::wire::WireError> for Walk {
+    fn from(_: crate::wire::WireError) -> Walk {
+        Walk::Bad
+    }
+}
+
+/// Whether encoded span `rest` has an attribute `key` whose value reads `want`. The
+/// attributes are read as runs of one field (prost writes them together).
+fn any_attribute(rest: &[u8], key: &[u8], want: &str) -> bool {
+    let mut fields = Fields::new(rest);
+    loop {
+        let run = fields.take_run(ATTRIBUTE_TAG, |_, start, end| {
+            match rest.get(start..end).and_then(|kv| value_of(kv, key)) {
+                Some(value) if reads(value, want) => Err(Walk::Found),
+                _ => Ok(()),
+            }
+        });
+        match run {
+            Err(Walk::Found) => return true,
+            Err(Walk::Bad) => return false,
+            Ok(()) => {}
+        }
+        // Step over a field that is not an attribute; at the end, nothing was found.
+        if !matches!(fields.next(), Some(Ok(_))) {
+            return false;
+        }
+    }
+}
+
+/// The encoded value of one encoded `KeyValue` if its key is `key`. prost writes each field
+/// once, the key first, so a different key ends the look at once.
+fn value_of<'a>(kv: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let (mut found, mut value): (&[u8], &[u8]) = (&[], &[]);
+    for field in Fields::new(kv).map_while(Result::ok) {
+        match (field.number, field.len_range()) {
+            (KEY, Ok((a, b))) => {
+                found = kv.get(a..b).unwrap_or_default();
+                if found != key {
+                    return None;
                 }
             }
-            Some((key, value))
-        })
+            (VALUE, Ok((a, b))) => value = kv.get(a..b).unwrap_or_default(),
+            _ => {}
+        }
+    }
+    (found == key).then_some(value)
 }
 
 /// The 128-bit id of an OTLP trace id: 16 bytes as is, 8 bytes padded on the left.

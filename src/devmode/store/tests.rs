@@ -454,17 +454,20 @@ proptest! {
             prop_assert!(store.stats().used_bytes <= limit_kib << 10);
         }
         for query in queries {
-            let mut scanned: Vec<String> = store
+            let mut scanned: Vec<&Trace> = store
                 .traces
                 .values()
                 .filter(|t| t.spans.iter().any(|s| query.matches(s)))
-                .map(Trace::id_hex)
                 .collect();
-            let mut found: Vec<String> =
-                store.traces(&query, MAX).into_iter().map(|t| t.trace_id).collect();
-            scanned.sort();
-            found.sort();
-            prop_assert_eq!(found, scanned, "{:?}", query);
+            scanned.sort_by_key(|t| std::cmp::Reverse((t.start_us, t.seq)));
+            let scanned: Vec<String> = scanned.into_iter().map(Trace::id_hex).collect();
+            // Newest start first, and a limit takes the newest (the search stops early).
+            for limit in [MAX, 3, 1] {
+                let found: Vec<String> =
+                    store.traces(&query, limit).into_iter().map(|t| t.trace_id).collect();
+                let want = &scanned[..scanned.len().min(limit)];
+                prop_assert_eq!(&found[..], want, "{:?} limit {}", query, limit);
+            }
         }
         let counted: u64 = store.services().iter().map(|s| s.spans).sum();
         prop_assert_eq!(counted, store.stats().spans);
@@ -650,4 +653,45 @@ fn log_buckets_are_contiguous_and_widen() {
     }
     let width = |b: &Bucket| b.hi_us - b.lo_us + 1;
     assert!(width(latency.buckets.last().unwrap()) > 50 * width(&latency.buckets[0]));
+}
+
+proptest! {
+    /// Percentiles by selection are the nearest-rank percentiles of the sorted values.
+    #[test]
+    fn percentiles_by_selection_match_a_sort(mut values in prop::collection::vec(0u64..1_000, 0..400)) {
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        let want = [50, 95, 99].map(|p| super::query::percentile(&sorted, p));
+        prop_assert_eq!(super::query::percentiles(&mut values), want);
+    }
+
+    /// The in-place comparison of encoded values reads them as `text` does.
+    #[test]
+    fn encoded_values_compare_as_their_text(
+        value in prop_oneof![
+            any::<i64>().prop_map(Value::IntValue),
+            any::<bool>().prop_map(Value::BoolValue),
+            "[a-z0-9 ,=-]{0,12}".prop_map(Value::StringValue),
+            any::<f64>().prop_map(Value::DoubleValue),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(Value::BytesValue),
+        ],
+        other in prop_oneof![
+            any::<i64>().prop_map(|i| i.to_string()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            "[a-z0-9 ,=-]{0,12}",
+            Just("+1".to_owned()),
+            Just("01".to_owned()),
+        ],
+    ) {
+        let mut store = Store::new(1 << 20);
+        let mut s = span(1, 1, 0, "op", 0, 10);
+        s.attributes = vec![attr("k", value.clone())];
+        store.insert("svc", s).unwrap();
+        let stored = &store.traces.values().next().unwrap().spans[0];
+        let own = text(&AnyValue { value: Some(value) }).into_owned();
+        prop_assert!(stored.has_attribute("k", &own));
+        prop_assert_eq!(stored.has_attribute("k", &other), own == other);
+        prop_assert!(!stored.has_attribute("j", &own));
+    }
 }
