@@ -638,6 +638,14 @@ async fn developer_mode_at_scale_in_a_real_browser() {
     eprintln!("browser saw: {seen:#}");
 
     assert_eq!(seen["console_errors"], json!([]), "browser console errors");
+    // The Explorer histogram of all 100k spans: its p50/p95/p99 labels lie inside the chart
+    // and cover no other label.
+    let boxes = &seen["histogram_labels"];
+    assert_eq!(boxes["labels"].as_array().map(Vec::len), Some(3), "{boxes}");
+    for label in boxes["labels"].as_array().unwrap() {
+        assert_eq!(label["inside"], true, "label outside the chart: {boxes}");
+        assert_eq!(label["covers"], json!([]), "labels overlap: {boxes}");
+    }
     // The 20,000-span trace: interactive within 1 s, drawing only the rows in view.
     let bigv = &seen["big"];
     assert_eq!(bigv["span_count"], "20,000");

@@ -313,6 +313,22 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         explorer["histogram_text"].as_str().unwrap(),
         format!("{reviews_spans} matching spans")
     );
+    // The p50/p95/p99 labels lie inside the chart and cover no other label, in a wide window
+    // and in a narrow one (where the p99 line has no room on its right).
+    for boxes in [
+        &explorer["percentile_labels"],
+        &explorer["percentile_labels_narrow"],
+    ] {
+        assert_eq!(boxes["labels"].as_array().map(Vec::len), Some(3), "{boxes}");
+        for label in boxes["labels"].as_array().unwrap() {
+            assert_eq!(label["inside"], true, "label outside the chart: {boxes}");
+            assert_eq!(
+                label["covers"],
+                serde_json::json!([]),
+                "labels overlap: {boxes}"
+            );
+        }
+    }
     let bars = explorer["bars"].as_array().unwrap();
     let in_bars: u64 = bars.iter().map(|b| b["count"].as_u64().unwrap()).sum();
     assert_eq!(

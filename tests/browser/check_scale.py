@@ -18,6 +18,8 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
+from check_ui import percentile_labels
+
 TIMEOUT_MS = 30000
 
 # Navigates inside the app and waits, frame by frame, until the waterfall has rows and a click
@@ -87,6 +89,7 @@ def main() -> int:
         timing = min(runs, key=lambda r: r["interactive_ms"])
         timing["all_interactive_ms"] = [r["interactive_ms"] for r in runs]
         page.goto(f"{base}/#/explore")
+        out["histogram_labels"] = percentile_labels(page)
         page.goto(f"{base}/#/trace/{big}")
         loaded = page.evaluate(LOADED)
         out["big"] = {

@@ -20,6 +20,27 @@ from playwright.sync_api import sync_playwright
 TIMEOUT_MS = 15000
 
 
+# The chart's box and each percentile label's box in the Explorer histogram (shared with
+# check_scale.py), with whether the label lies inside the chart and which labels it covers.
+LABEL_BOXES = """area => {
+  const box = (el) => { const b = el.getBoundingClientRect(); return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; };
+  const chart = box(area);
+  const labels = [...area.querySelectorAll('.pline span')].map((s) => ({text: s.textContent, ...box(s)}));
+  const within = (l) => l.left >= chart.left - 0.5 && l.right <= chart.right + 0.5
+    && l.top >= chart.top - 0.5 && l.bottom <= chart.bottom + 0.5;
+  const cover = (a, b) => a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
+  return {chart, labels: labels.map((l) => ({...l, inside: within(l),
+    covers: labels.filter((o) => o !== l && cover(l, o)).map((o) => o.text)}))};
+}"""
+
+
+def percentile_labels(page):
+    page.wait_for_selector(".histogram-area[data-labels-placed]")
+    # One frame for a resize to be observed and the labels placed again.
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return page.eval_on_selector(".histogram-area", LABEL_BOXES)
+
+
 def rows(page, selector, script):
     return page.eval_on_selector_all(selector, script)
 
@@ -138,6 +159,11 @@ def main() -> int:
                 "bs => bs.map(b => ({lo: +b.dataset.lo, hi: +b.dataset.hi, count: +b.dataset.count}))",
             ),
         }
+        out["explorer"]["percentile_labels"] = percentile_labels(page)
+        # A narrow window: the p99 line near the right edge has no room for its label there.
+        page.set_viewport_size({"width": 560, "height": 860})
+        out["explorer"]["percentile_labels_narrow"] = percentile_labels(page)
+        page.set_viewport_size({"width": 1360, "height": 860})
         page.screenshot(path=f"{shots}/devmode-explorer.png", full_page=True)
         a11y(page, out, "explorer")
 

@@ -285,15 +285,53 @@ function renderHistogram(section, { spans, scale, buckets, p50_us, p95_us, p99_u
     const b = buckets[Math.min(buckets.length - 1, Math.floor(f * buckets.length))];
     return f >= 1 ? buckets[buckets.length - 1].hi_us : b.lo_us;
   };
+  const area = h("div", { class: "histogram-area" },
+    h("div", { class: "histogram", role: "group", "aria-label": "Latency histogram, log scale: choose a bucket to narrow the traces table, Shift to extend the range" }, bars),
+    lines);
   replace(section, heading, count,
     h("div", { class: "histogram-wrap" },
       h("div", { class: "y-axis", "aria-hidden": "true" }, h("span", {}, fmtCount(max)), h("span", {}, "0")),
-      h("div", { class: "histogram-area" },
-        h("div", { class: "histogram", role: "group", "aria-label": "Latency histogram, log scale: choose a bucket to narrow the traces table, Shift to extend the range" }, bars),
-        lines)),
+      area),
     h("div", { class: "x-axis", "aria-hidden": "true" },
       [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", {}, fmtDuration(labelAt(f))))),
     h("p", { class: "hint" }, `Durations on a ${scale === "log" ? "log-scale" : "linear"} axis. Click a bar to show only traces with a span in that latency range; Shift-click extends the range.`));
+  placeLabels(area);
+}
+
+/**
+ * Keeps the percentile labels inside the chart: each sits right of its line, or left of it
+ * when it would cross the right edge (clamped to the chart when neither fits), on the first
+ * row where it covers no other label. Placed again whenever the chart or a label is resized.
+ */
+function placeLabels(area) {
+  const GAP = 3;
+  const place = () => {
+    if (!area.isConnected) {
+      observer.disconnect();
+      return;
+    }
+    const box = area.getBoundingClientRect();
+    if (!box.width) return;
+    const placed = [];
+    for (const line of area.querySelectorAll(".pline")) {
+      const label = line.querySelector("span");
+      const x = line.getBoundingClientRect().left - box.left;
+      const { width, height } = label.getBoundingClientRect();
+      let left = x + GAP + width <= box.width ? x + GAP : x - GAP - width;
+      left = Math.max(0, Math.min(left, box.width - width));
+      let row = 0;
+      while (placed.some((p) => p.row === row && left < p.right + GAP && p.left < left + width + GAP)) row += 1;
+      placed.push({ row, left, right: left + width });
+      label.style.left = `${left - x}px`;
+      label.style.top = `${row * (height + 1)}px`;
+      label.classList.toggle("flipped", left < x);
+    }
+    area.dataset.labelsPlaced = "true";
+  };
+  const observer = new ResizeObserver(place);
+  observer.observe(area);
+  for (const label of area.querySelectorAll(".pline span")) observer.observe(label);
+  place();
 }
 
 function renderReach(el, store) {
