@@ -317,8 +317,7 @@ impl Store {
             .matching_spans(query)
             .map(|(_, span)| span.duration_us)
             .collect();
-        durations.sort_unstable();
-        let (Some(&lo), Some(&hi)) = (durations.first(), durations.last()) else {
+        let (Some(&lo), Some(&hi)) = (durations.iter().min(), durations.iter().max()) else {
             return Latency {
                 spans: 0,
                 scale,
@@ -346,27 +345,27 @@ impl Store {
                 }
             }
         }
-        let out: Vec<Bucket> = starts
-            .iter()
-            .enumerate()
-            .map(|(i, &lo_us)| {
-                let hi_us = starts.get(i + 1).map_or(hi, |next| next - 1);
-                let from = durations.partition_point(|&d| d < lo_us);
-                let to = durations.partition_point(|&d| d <= hi_us);
-                Bucket {
-                    lo_us,
-                    hi_us,
-                    count: (to - from) as u64,
-                }
+        // Each duration counted in its bucket (no sort); percentiles by selection.
+        let mut counts = vec![0u64; starts.len()];
+        for &d in &durations {
+            // `starts[0]` is the smallest duration, so at least one start is <= d.
+            counts[starts.partition_point(|&s| s <= d).saturating_sub(1)] += 1;
+        }
+        let out: Vec<Bucket> = (starts.iter().zip(counts).enumerate())
+            .map(|(i, (&lo_us, count))| Bucket {
+                lo_us,
+                hi_us: starts.get(i + 1).map_or(hi, |next| next - 1),
+                count,
             })
             .collect();
+        let [p50_us, p95_us, p99_us] = percentiles(&mut durations);
         Latency {
             spans: durations.len() as u64,
             scale,
             buckets: out,
-            p50_us: percentile(&durations, 50),
-            p95_us: percentile(&durations, 95),
-            p99_us: percentile(&durations, 99),
+            p50_us,
+            p95_us,
+            p99_us,
         }
     }
 
@@ -472,15 +471,6 @@ impl Store {
         edges.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         edges
     }
-}
-
-/// Nearest-rank percentile of sorted `values`.
-pub(crate) fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() as u64 * p).div_ceil(100).max(1) as usize;
-    sorted.get(rank - 1).copied()
 }
 
 /// Empty duration columns for interned names with their span counts, and the column of each
