@@ -31,7 +31,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use cubesat::ingest::Intake;
 use cubesat::ingest::auth::TokenPolicy;
 use cubesat::pipeline::{
-    Batch, BatchKey, BatchLimits, BatchSink, Batcher, Protocol, Report, Ring, RingConfig,
+    Batch, BatchKey, BatchLimits, BatchSink, Batcher, Charge, Part, Protocol, REQUEST_OVERHEAD,
+    Report, Ring, RingConfig,
 };
 use cubesat::proto::collector as pb;
 use cubesat::translate;
@@ -465,6 +466,15 @@ fn intake(ring: &Ring) -> Intake {
     Intake::new(ring.clone(), TokenPolicy::default(), LIMITS.max_bytes)
 }
 
+/// The in-flight charge a transport takes while reading `buf` (the intake moves it on).
+fn read_charge(intake: &Intake, buf: &Bytes) -> Charge {
+    intake
+        .ring()
+        .budget()
+        .reserve(Part::InFlight, buf.len() + REQUEST_OVERHEAD, 0)
+        .expect("room")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Allocation counts
 // ---------------------------------------------------------------------------------------------
@@ -557,7 +567,7 @@ fn report_allocations() {
                 let intake = intake(&pipeline.ring);
                 Box::new(move || {
                     intake
-                        .lightstep_report(buf.clone(), None)
+                        .lightstep_report(buf.clone(), None, read_charge(&intake, &buf))
                         .expect("accepted");
                     pipeline.batch_queued();
                 })
@@ -605,7 +615,11 @@ fn report_allocations() {
                 let intake = intake(&pipeline.ring);
                 Box::new(move || {
                     intake
-                        .otlp_export(buf.clone(), Some(TOKEN.as_bytes()))
+                        .otlp_export(
+                            buf.clone(),
+                            Some(TOKEN.as_bytes()),
+                            read_charge(&intake, &buf),
+                        )
                         .expect("accepted");
                     pipeline.batch_queued();
                 })
@@ -681,7 +695,7 @@ fn lightstep_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     group.bench_function("intake_scan_ring_batcher", |b| {
         b.iter(|| {
             intake
-                .lightstep_report(black_box(buf.clone()), None)
+                .lightstep_report(black_box(buf.clone()), None, read_charge(&intake, &buf))
                 .expect("accepted");
             pipeline.batch_queued();
         })
@@ -732,7 +746,11 @@ fn otlp_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     group.bench_function("intake_scan_ring_batcher", |b| {
         b.iter(|| {
             intake
-                .otlp_export(black_box(buf.clone()), Some(TOKEN.as_bytes()))
+                .otlp_export(
+                    black_box(buf.clone()),
+                    Some(TOKEN.as_bytes()),
+                    read_charge(&intake, &buf),
+                )
                 .expect("accepted");
             pipeline.batch_queued();
         })

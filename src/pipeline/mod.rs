@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 pub use arena::Arena;
 pub use batcher::{BatchLimits, BatchSink, Batcher};
-pub use budget::{Budget, BudgetFull, Charge, Part};
+pub use budget::{Budget, BudgetFull, Charge, Part, REPORT_OVERHEAD, REQUEST_OVERHEAD};
 pub use protocol::{Protocol, TOKEN_HEADER};
 pub use ring::{PushError, Ring, RingConfig};
 

@@ -74,13 +74,13 @@ async fn take(
     json_in: bool,
     header_token: Option<&[u8]>,
 ) -> Result<(), Refused> {
-    let (body, _charge) = route.read_body(Protocol::Lightstep, headers, body).await?;
+    let (body, charge) = route.read_body(Protocol::Lightstep, headers, body).await?;
     let body = if json_in {
         json_to_protobuf(&body)?
     } else {
         body
     };
-    route.intake.lightstep_report(body, header_token)?;
+    route.intake.lightstep_report(body, header_token, charge)?;
     Ok(())
 }
 
