@@ -84,7 +84,9 @@ pub async fn collect_charged(
         return Err(BodyError::TooLarge { limit });
     }
     let declared = declared.map_or(0, |n| n as usize);
-    let mut charge = budget.reserve(Part::InFlight, REQUEST_OVERHEAD + declared, 0)?;
+    let mut charge = budget
+        .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD + declared, 0)
+        .await?;
     let mut buf = BytesMut::with_capacity(declared);
     let mut body = body;
     while let Some(frame) = body.frame().await {

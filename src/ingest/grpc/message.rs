@@ -1,7 +1,8 @@
 //! Reads the one message of a unary gRPC request, paying for it out of the budget before it
 //! is buffered: the 5-byte length prefix is read first, a declared length over
 //! `--max-message-bytes` is refused at once (`RESOURCE_EXHAUSTED`), one the budget cannot
-//! hold now is refused at once (`UNAVAILABLE`), and only then is an exactly sized buffer
+//! hold is refused (`UNAVAILABLE`: at once, or after waiting briefly for room the pipeline is
+//! giving back, see [`crate::pipeline::budget`]), and only then is an exactly sized buffer
 //! allocated. `grpc-encoding: gzip` messages are inflated in charged steps, never past the
 //! limit. The message is copied out of the HTTP/2 frames into its own buffer, so its span
 //! slices pin only it, never a connection's receive buffer.
@@ -89,7 +90,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let compression = encoding(headers)?;
-    let mut charge = budget.reserve(Part::InFlight, REQUEST_OVERHEAD, 0)?;
+    let mut charge = budget
+        .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD, 0)
+        .await?;
     let mut body = std::pin::pin!(body);
     let mut prefix = [0u8; PREFIX];
     let mut have = 0;
@@ -116,7 +119,7 @@ where
                         });
                     }
                     // Paid for before it is allocated.
-                    charge.try_grow(len)?;
+                    charge.grow_waiting(len).await?;
                     message = Some((compressed, len, BytesMut::with_capacity(len)));
                 }
                 continue;
