@@ -236,3 +236,207 @@ async fn a_translation_blow_up_is_refused_413() {
     let peak = peak_rss(cubesat.pid());
     assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
 }
+
+/// The budget of the tiny-report flood: small, so that a debug build fills it within seconds
+/// (about 16 k reports at the charged size of a 2-byte report); the million is scaled
+/// down to [`TINY_REPORTS`] per transport for the same reason.
+const TINY_BUDGET: u64 = 8 << 20;
+const TINY_REPORTS: usize = 12_000;
+
+/// What cubesat's resident set may grow by during the flood beyond the budget: allocator
+/// slack and per-connection buffers (the reports themselves must be within the budget).
+const TINY_GROWTH_SLACK: u64 = 24 << 20;
+
+/// Resident set of `pid` now, in bytes (`VmRSS`).
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb << 10
+}
+
+/// Sends `count` copies of `body` to `Report` over `connections` h2c connections, 32 streams
+/// each; returns (accepted, refused UNAVAILABLE for the budget).
+async fn grpc_flood(
+    addr: std::net::SocketAddr,
+    body: bytes::Bytes,
+    count: usize,
+    connections: usize,
+) -> (usize, usize) {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let channel = envoy_channel(addr).await;
+        for _ in 0..32 {
+            let (channel, body, sent) = (channel.clone(), body.clone(), sent.clone());
+            tasks.spawn(async move {
+                let (mut accepted, mut refused) = (0, 0);
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    match send_raw(&channel, body.clone(), false).await {
+                        Ok(_) => accepted += 1,
+                        Err(status) => {
+                            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                            assert!(status.message().contains("buffer full"), "{status:?}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (accepted, refused)
+            });
+        }
+    }
+    let mut totals = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (a, r) = done.unwrap();
+        totals = (totals.0 + a, totals.1 + r);
+    }
+    totals
+}
+
+/// Posts `count` copies of `body` to `/api/v2/reports` over 16 HTTP/1.1 keep-alive
+/// connections; returns (accepted, refused 503 for the budget).
+async fn http1_flood(
+    addr: std::net::SocketAddr,
+    body: bytes::Bytes,
+    count: usize,
+) -> (usize, usize) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, body, sent) = (client.clone(), body.clone(), sent.clone());
+        tasks.spawn(async move {
+            let (mut accepted, mut refused) = (0, 0);
+            while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let request = http::Request::post(format!("http://{addr}/api/v2/reports"))
+                    .header("content-type", "application/octet-stream")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let response = client.request(request).await.expect("POST");
+                let status = response.status().as_u16();
+                let text = response.into_body().collect().await.unwrap().to_bytes();
+                match status {
+                    200 => accepted += 1,
+                    503 => {
+                        assert!(
+                            String::from_utf8_lossy(&text).contains("buffer full"),
+                            "{text:?}"
+                        );
+                        refused += 1;
+                    }
+                    other => panic!("{other}: {text:?}"),
+                }
+            }
+            (accepted, refused)
+        });
+    }
+    let mut totals = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (a, r) = done.unwrap();
+        totals = (totals.0 + a, totals.1 + r);
+    }
+    totals
+}
+
+/// Per-report overhead is charged ([`cubesat::pipeline::REPORT_OVERHEAD`]) and a report pins only
+/// its own exactly sized buffer: tiny reports (one empty span, 2 bytes) flooding in over
+/// HTTP/1 (16 keep-alive connections) and gRPC (4 h2c connections) while the upstream hangs
+/// fill the budget and are then refused 503 / UNAVAILABLE "buffer full". Peak RSS stays within
+/// the budget plus [`RSS_SLACK`], and grows by at most the budget plus [`TINY_GROWTH_SLACK`]
+/// over what cubesat held before the flood (so an uncharged few hundred bytes per report
+/// would show). Once the upstream answers again, a well-behaved client's spans all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_reports_with_the_upstream_hanging_stays_within_the_budget() {
+    let (capture, _upstream, cubesat) = serve_to_capture(
+        "tok",
+        &[
+            "--buffer-bytes",
+            &TINY_BUDGET.to_string(),
+            "--max-message-bytes",
+            "1MiB",
+            "--batch-bytes",
+            "1MiB",
+        ],
+    )
+    .await;
+    *capture.answer.lock().unwrap() = Answer::Hang;
+    let before = rss(cubesat.pid());
+    let tiny = bytes::Bytes::from_static(&[0x1a, 0x00]);
+    let started = std::time::Instant::now();
+    let (http_accepted, http_refused) =
+        http1_flood(cubesat.ingest, tiny.clone(), TINY_REPORTS).await;
+    eprintln!(
+        "HTTP/1: {http_accepted} accepted, {http_refused} refused in {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let (grpc_accepted, grpc_refused) = grpc_flood(cubesat.ingest, tiny, TINY_REPORTS, 4).await;
+    eprintln!(
+        "gRPC: {grpc_accepted} accepted, {grpc_refused} refused in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        http_accepted > 0,
+        "HTTP/1 reports are taken while there is room"
+    );
+    assert!(
+        grpc_accepted > 0 && grpc_refused > 0,
+        "the gRPC flood fills the budget and is then refused"
+    );
+    let held = cubesat.metric("cubesat_buffer_bytes").await;
+    eprintln!("buffer: {} KiB held", held as u64 >> 10);
+    assert!(
+        held > (TINY_BUDGET * 3 / 4) as f64,
+        "the budget filled up: {held}"
+    );
+    let peak = peak_rss(cubesat.pid());
+    eprintln!(
+        "RSS before the flood {} MiB, peak {} MiB",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak <= TINY_BUDGET + RSS_SLACK,
+        "peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak.saturating_sub(before) <= TINY_BUDGET + TINY_GROWTH_SLACK,
+        "grew by {} MiB",
+        (peak - before) >> 20
+    );
+    // The upstream answers again: what was held drains, and a good client gets through whole.
+    *capture.answer.lock().unwrap() = Answer::Ok;
+    let channel = envoy_channel(cubesat.ingest).await;
+    let (body, _) = envoy_report(&envoy_reporter("good", 7), "tok", 21, 1..51);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(status) = send_raw(&channel, body.clone(), false).await {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let ids: std::collections::BTreeSet<u64> = capture
+            .spans()
+            .iter()
+            .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == 21))
+            .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
+            .collect();
+        if ids == (1..51).collect() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "good spans arrived: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

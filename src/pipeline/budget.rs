@@ -19,10 +19,12 @@
 //!
 //! Admission may wait, briefly ([`ADMISSION_WAIT`]), for room the pipeline is about to give
 //! back: when the bytes held downstream of ingest (ring, batches, upstream) would cover a
-//! reservation once delivered, a request waits for them instead of being refused, so a
-//! momentary peak (a round of upstream requests in flight) slows clients down rather than
-//! failing them. Room held by other bodies still being read is not waited for: that refusal
-//! comes at once.
+//! reservation once delivered, and the pipeline has given bytes back within the last
+//! [`ADMISSION_WAIT`] (the upstream is answering), a request waits for them instead of being
+//! refused, so a momentary peak (a round of upstream requests in flight) slows clients down
+//! rather than failing them. Room held by other bodies still being read, or by a pipeline that
+//! is not draining (the upstream hangs or is down), is not waited for: that refusal comes at
+//! once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -112,6 +114,9 @@ struct Shared {
     /// Requests waiting for room, and how they hear of it.
     waiting: AtomicUsize,
     released: Notify,
+    /// When the pipeline (not ingest) last gave bytes back, in milliseconds since `started`.
+    drained_at_ms: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -157,6 +162,10 @@ impl Shared {
         }
         self.gauge.set(now as f64);
         self.sub_part(part, bytes);
+        if part != Part::InFlight {
+            self.drained_at_ms
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        }
         if self.waiting.load(Ordering::Acquire) > 0 {
             self.released.notify_waiters();
         }
@@ -166,7 +175,10 @@ impl Shared {
     /// (ring, batches, upstream) is given back.
     fn drain_would_cover(&self, needed: usize) -> bool {
         let in_flight = self.by_part[Part::InFlight.index()].load(Ordering::Acquire);
+        let since_drained = (self.started.elapsed().as_millis() as u64)
+            .saturating_sub(self.drained_at_ms.load(Ordering::Acquire));
         in_flight.saturating_add(needed) <= self.capacity
+            && since_drained <= ADMISSION_WAIT.as_millis() as u64
     }
 
     /// Takes `bytes`, waiting up to [`ADMISSION_WAIT`] while the pipeline's own holdings would
@@ -242,6 +254,8 @@ impl Budget {
                 pressure: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 released: Notify::new(),
+                drained_at_ms: AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
         }
     }

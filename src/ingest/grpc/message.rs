@@ -90,51 +90,59 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let compression = encoding(headers)?;
-    let mut charge = budget
-        .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD, 0)
-        .await?;
     let mut body = std::pin::pin!(body);
+    // The prefix first: nothing is buffered but these five bytes.
     let mut prefix = [0u8; PREFIX];
     let mut have = 0;
-    let mut message: Option<(bool, usize, BytesMut)> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| MessageError::Incomplete(e.into().to_string()))?;
-        let Ok(mut data) = frame.into_data() else {
-            continue;
+    let mut rest = Bytes::new();
+    while have < PREFIX {
+        let Some(mut data) = next_data(&mut body).await? else {
+            return Err(MessageError::Incomplete(if have == 0 {
+                "no message".into()
+            } else {
+                format!("{have} bytes of the 5-byte length prefix arrived")
+            }));
         };
-        while data.has_remaining() {
-            let Some((_, len, buf)) = &mut message else {
-                let n = (PREFIX - have).min(data.len());
-                prefix[have..have + n].copy_from_slice(&data[..n]);
-                data.advance(n);
-                have += n;
-                if have == PREFIX {
-                    let compressed = prefix[0] == 1;
-                    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-                    let len = len as usize;
-                    if len > limit {
-                        return Err(MessageError::TooLarge {
-                            declared: len,
-                            limit,
-                        });
-                    }
-                    // Paid for before it is allocated.
-                    charge.grow_waiting(len).await?;
-                    message = Some((compressed, len, BytesMut::with_capacity(len)));
-                }
-                continue;
-            };
-            let take = (*len - buf.len()).min(data.len());
-            if take == 0 {
-                return Err(MessageError::ExtraData);
+        let n = (PREFIX - have).min(data.len());
+        prefix[have..have + n].copy_from_slice(&data[..n]);
+        data.advance(n);
+        have += n;
+        rest = data;
+    }
+    let compressed = prefix[0] == 1;
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if len > limit {
+        return Err(MessageError::TooLarge {
+            declared: len,
+            limit,
+        });
+    }
+    // Paid for before it is allocated.
+    let mut charge = match budget
+        .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD + len, 0)
+        .await
+    {
+        Ok(charge) => charge,
+        Err(full) => {
+            if len <= DRAIN_LIMIT {
+                drain(&mut body).await;
             }
-            buf.extend_from_slice(&data[..take]);
-            data.advance(take);
+            return Err(full.into());
+        }
+    };
+    let mut buf = BytesMut::with_capacity(len);
+    loop {
+        let take = (len - buf.len()).min(rest.len());
+        buf.extend_from_slice(&rest[..take]);
+        rest.advance(take);
+        if rest.has_remaining() {
+            return Err(MessageError::ExtraData);
+        }
+        match next_data(&mut body).await? {
+            Some(data) => rest = data,
+            None => break,
         }
     }
-    let Some((compressed, len, buf)) = message else {
-        return Err(MessageError::Incomplete("no message".into()));
-    };
     if buf.len() < len {
         return Err(MessageError::Incomplete(format!(
             "{} of {len} bytes arrived",
@@ -155,6 +163,37 @@ where
         other => MessageError::Corrupt(other.to_string()),
     })?;
     Ok((inflated, charge))
+}
+
+/// Messages up to this size are read to their end (and dropped) when refused for room, so
+/// the stream closes cleanly: resetting each would trip HTTP/2's guard against floods of
+/// resets (`ENHANCE_YOUR_CALM`) and close the connection on its other streams. Their bytes
+/// are already in flight within the stream's flow-control window.
+const DRAIN_LIMIT: usize = 64 << 10;
+
+/// The next data frame's bytes (trailers skipped); `None` at the end of the body.
+async fn next_data<B>(body: &mut std::pin::Pin<&mut B>) -> Result<Option<Bytes>, MessageError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| MessageError::Incomplete(e.into().to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a refused message's remaining frames, dropping each, for at most a second.
+async fn drain<B>(body: &mut std::pin::Pin<&mut B>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let all = async { while let Ok(Some(_)) = next_data(body).await {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), all).await;
 }
 
 #[cfg(test)]
