@@ -15,18 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const RSS_SLACK: u64 = 96 << 20;
 const BUDGET: u64 = 32 << 20;
 
-/// Peak resident set of `pid` in bytes (`VmHWM`).
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
-    kb << 10
-}
-
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(data).unwrap();

@@ -242,3 +242,16 @@ pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         p.join("server-key.pem"),
     )
 }
+
+/// Peak resident set of process `pid` in bytes (`VmHWM` in /proc/PID/status), printed.
+#[allow(dead_code)]
+pub fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
+    kb << 10
+}
