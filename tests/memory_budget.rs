@@ -505,3 +505,45 @@ async fn a_streamed_upload_with_endless_non_span_fields_is_refused_413() {
     assert_eq!(too_large, 1.0);
     well_behaved_client_loses_nothing(&cubesat, &capture, 14).await;
 }
+
+/// Lightstep JSON is decoded on the bounded blocking pool with its model paid for before it is
+/// built: a 1 MiB body of 350 k empty spans (hundreds of MiB as a decoded model) is refused
+/// 413 at once, a JSON report of ordinary shape is taken, and RSS stays within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lightstep_json_element_bomb_is_refused_413() {
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
+    let bomb = format!(r#"{{"spans":[{}]}}"#, vec!["{}"; 350_000].join(","));
+    let sends = (0..3).map(|_| {
+        let (bomb, addr) = (bomb.clone(), cubesat.ingest);
+        tokio::spawn(async move {
+            post(
+                addr,
+                "/api/v2/reports",
+                "application/json",
+                bomb.into_bytes(),
+                None,
+            )
+            .await
+        })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        let (status, body) = send.await.unwrap();
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("decodes to more than"), "{body}");
+    }
+    let good = r#"{"spans":[{"spanContext":{"traceId":"15","spanId":"1"},"operationName":"GET","durationMicros":"5"}]}"#;
+    let (status, body) = post(
+        cubesat.ingest,
+        "/api/v2/reports",
+        "application/json",
+        good.as_bytes().to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let spans = capture.wait_spans(1, Duration::from_secs(10)).await;
+    assert!(spans.iter().any(|(s, _)| s.operation_name == "GET"));
+    well_behaved_client_loses_nothing(&cubesat, &capture, 15).await;
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+}
