@@ -1,7 +1,8 @@
 //! The raw gRPC codec: a message leaves as bytes that are already encoded ([`RawMessage`])
-//! and arrives as the `Bytes` tonic received. Ingest takes requests with it without decoding
-//! them, and the test harness uses it for its capturing upstream and raw clients. (Forwarding
-//! frames its batches itself, without a codec buffer: `forward/send.rs`.)
+//! and arrives as the `Bytes` tonic received. The test harness uses it for its capturing
+//! upstream and raw clients. (Ingest reads its messages itself, charged from their length
+//! prefix: `ingest/grpc/message.rs`; forwarding frames its batches itself, without a codec
+//! buffer: `forward/send.rs`.)
 
 use std::marker::PhantomData;
 
