@@ -184,6 +184,10 @@ impl Shared {
     /// Takes `bytes`, waiting up to [`ADMISSION_WAIT`] while the pipeline's own holdings would
     /// make room.
     async fn take_waiting(&self, part: Part, bytes: usize) -> Result<(), BudgetFull> {
+        // The common case: room now, no waiter registered.
+        if self.try_take(part, bytes).is_ok() {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
         loop {
             let released = self.released.notified();
