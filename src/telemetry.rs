@@ -50,7 +50,8 @@ pub const CONNECTIONS_REFUSED: &str = "cubesat_ingest_connections_refused_total"
 pub const CONNECTIONS_CLOSED: &str = "cubesat_connections_closed_total";
 /// `accept` failures (EMFILE, ENFILE, ...), by `listener`.
 pub const ACCEPT_ERRORS: &str = "cubesat_accept_errors_total";
-/// Spool (`--spool-dir`): bytes of records on disk not yet delivered.
+/// Spool (`--spool-dir`): bytes of records in its segment files (a file goes once all its
+/// records are delivered).
 pub const SPOOL_BYTES: &str = "cubesat_spool_bytes";
 /// Spool: its byte limit (`--spool-bytes`).
 pub const SPOOL_CAPACITY_BYTES: &str = "cubesat_spool_capacity_bytes";
@@ -185,7 +186,7 @@ pub fn describe() {
     describe_gauge!(
         SPOOL_BYTES,
         Unit::Bytes,
-        "Bytes of spooled records on disk not yet delivered."
+        "Bytes of records in the spool's segment files (deleted once all their records are delivered)."
     );
     describe_gauge!(
         SPOOL_CAPACITY_BYTES,

@@ -249,8 +249,16 @@ async fn damaged_spool_files_are_skipped_with_a_log_line_and_a_metric() {
     let mut args = spool_args(&url, dir);
     args.extend(["--spool-bytes", "16MiB", "--max-message-bytes", "1MiB"]);
     let second = Cubesat::serve(&args);
-    let kept: Vec<(u64, u64)> = ids.iter().filter(|id| !lost.contains(id)).copied().collect();
-    assert_eq!(kept.len(), ids.len() - 40, "two reports of 20 spans damaged");
+    let kept: Vec<(u64, u64)> = ids
+        .iter()
+        .filter(|id| !lost.contains(id))
+        .copied()
+        .collect();
+    assert_eq!(
+        kept.len(),
+        ids.len() - 40,
+        "two reports of 20 spans damaged"
+    );
     let seen = wait_for_all(&capture, &kept, Duration::from_secs(60)).await;
     assert!(
         lost.iter().all(|id| !seen.contains_key(id)),

@@ -2,13 +2,15 @@
 //! report, so what a client heard OK for survives `kill -9` and restarts, and a place for
 //! reports to wait on disk while the memory budget is full.
 //!
-//! **Writing.** With a spool, [`crate::pipeline::Ring::push`] copies each report into the
-//! active segment before it returns, that is before the client hears OK. The segment is a
-//! shared memory map of a file ([`segment`]), so the copy is already in the kernel's page
-//! cache: it survives the process dying at any instruction, with no system call per report
-//! and no task to wait for. (The brief's group-commit writer task would pay a channel send
-//! and a wake-up per report and need every handler to await it; the synchronous intake makes
-//! a copy under one short lock the simpler, cheaper way to the same promise.) A machine crash
+//! **Writing.** With a spool, [`crate::pipeline::Ring::push`] appends each report's record to
+//! the active segment file before it returns, that is before the client hears OK: one
+//! vectored `write` of the record's head and the span runs as they are ([`segment`]), under
+//! one short lock. Once it returns the record is in the kernel's page cache and survives the
+//! process dying at any instruction. Why not a group-commit writer task: the intake is
+//! synchronous, so a writer task would cost a channel send, a wake-up and an `.await` in every
+//! handler per report, for a `write` that costs about as much as those (the page cache, not
+//! the system call, is the cost: BENCHMARKS.md). Why not a memory map: measured slower (a page
+//! fault per 4 KiB) and it adds the mapped segment to the resident set. A machine crash
 //! or power loss is another matter: cubesat does not `fsync`, so the last seconds of records
 //! the kernel had not yet written back (`vm.dirty_expire_centisecs`, 30 s by default) can be
 //! lost then. Each record carries its batch key (protocol, access token, encoded reporter,
@@ -39,8 +41,8 @@
 //! **Shutdown.** Whatever is still held when the drain ends is already on disk: [`Spool::freeze`]
 //! stops acknowledging, so it is replayed at the next start, not counted as dropped.
 //!
-//! Memory outside `--buffer-bytes`: the active segment's map (at most [`MAX_SEGMENT_BYTES`]
-//! resident) and 12 bytes per record on disk.
+//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, and one record head
+//! (header, token, reporter, run lengths) reused for every write.
 
 pub mod record;
 mod replay;
@@ -67,7 +69,8 @@ use segment::Active;
 /// It leaves the other half for request bodies being read, so ingest keeps accepting while
 /// the spool has room.
 pub const SPILL_MARK: f64 = 0.5;
-/// Largest segment file; the active one is mapped, so this bounds the spool's resident set.
+/// Largest segment file: a segment is deleted only when all its records are delivered, so
+/// smaller files give disk back sooner and replay less after a crash.
 pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// Smallest segment file (unless `--spool-bytes` is smaller).
 const MIN_SEGMENT_BYTES: usize = 1 << 20;
@@ -159,6 +162,8 @@ struct State {
     record_bytes: u64,
     live: u64,
     next_id: u64,
+    /// The record head being written (reused: no allocation per report).
+    head: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -382,7 +387,15 @@ impl Spool {
         let Some(active) = state.active.as_mut() else {
             return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
         };
-        let offset = active.append(len, |dst| record::encode(dst, key, spans, now));
+        record::encode_head(&mut state.head, key, spans, now);
+        let offset = match active.append(len, &state.head, &spans.runs) {
+            Ok(offset) => offset,
+            Err(error) => {
+                warn!(dir = %self.shared.dir.display(), %error, "spool: cannot write a record; starting a new segment");
+                self.seal_active(state);
+                return Err(SpoolFull::Disk(error.kind()));
+            }
+        };
         let id = active.id;
         let Some(segment) = state.segments.get_mut(&id) else {
             return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
@@ -419,19 +432,7 @@ impl Spool {
 
     /// Seals the active segment and starts a new one with room for `need` bytes.
     fn rotate(&self, state: &mut State, need: usize) -> Result<(), SpoolFull> {
-        if let Some(active) = state.active.take() {
-            let id = active.id;
-            let written = active.len as u64;
-            let reserved = active.capacity() as u64;
-            active.seal();
-            state.disk_bytes -= reserved - written;
-            if let Some(segment) = state.segments.get_mut(&id) {
-                segment.disk_bytes = written;
-                if segment.live == 0 {
-                    self.delete(state, id);
-                }
-            }
-        }
+        self.seal_active(state);
         let free = self.shared.limit.saturating_sub(state.disk_bytes);
         if need as u64 > free {
             return Err(SpoolFull::Limit {
@@ -466,6 +467,24 @@ impl Spool {
         );
         state.active = Some(active);
         Ok(())
+    }
+
+    /// Stops writing the active segment (deleted at once if all its records are done).
+    fn seal_active(&self, state: &mut State) {
+        let Some(active) = state.active.take() else {
+            return;
+        };
+        let id = active.id;
+        let written = active.len as u64;
+        let reserved = active.capacity() as u64;
+        active.seal();
+        state.disk_bytes -= reserved - written;
+        if let Some(segment) = state.segments.get_mut(&id) {
+            segment.disk_bytes = written;
+            if segment.live == 0 {
+                self.delete(state, id);
+            }
+        }
     }
 
     /// Removes a segment whose records are all done.

@@ -69,41 +69,54 @@ pub fn encoded_len(key: &BatchKey, spans: &SpanRuns) -> usize {
     (HEADER_LEN + payload).next_multiple_of(ALIGN)
 }
 
-/// Writes the record into `dst` (exactly [`encoded_len`] bytes).
-pub fn encode(dst: &mut [u8], key: &BatchKey, spans: &SpanRuns, written_at_ms: u64) {
-    debug_assert_eq!(dst.len(), encoded_len(key, spans));
-    let (header, rest) = dst.split_at_mut(HEADER_LEN);
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        rest[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
+/// Zero bytes that pad a record to [`ALIGN`].
+pub const PADDING: [u8; ALIGN] = [0; ALIGN];
+
+/// Writes the record's leading bytes into `head` (cleared first): header, fixed fields, token,
+/// reporter and run lengths. On disk the span runs follow them as they are, then
+/// `encoded_len - head.len() - runs` bytes of [`PADDING`]; the checksum covers it all, so the
+/// span bytes are never copied to build the record.
+pub fn encode_head(head: &mut Vec<u8>, key: &BatchKey, spans: &SpanRuns, written_at_ms: u64) {
+    head.clear();
+    head.extend_from_slice(&[0; HEADER_LEN]);
     let protocol: u8 = match key.protocol {
         Protocol::Lightstep => 1,
         Protocol::Otlp => 2,
     };
-    put(&[protocol, 0, 0, 0]);
-    put(&spans.count.to_le_bytes());
-    put(&key.timestamp_offset_micros.to_le_bytes());
-    put(&written_at_ms.to_le_bytes());
-    put(&(key.token.len() as u32).to_le_bytes());
-    put(&(key.reporter.len() as u32).to_le_bytes());
-    put(&(spans.runs.len() as u32).to_le_bytes());
-    put(&[0; 4]);
-    put(&key.token);
-    put(&key.reporter);
+    head.extend_from_slice(&[protocol, 0, 0, 0]);
+    head.extend_from_slice(&spans.count.to_le_bytes());
+    head.extend_from_slice(&key.timestamp_offset_micros.to_le_bytes());
+    head.extend_from_slice(&written_at_ms.to_le_bytes());
+    head.extend_from_slice(&(key.token.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(key.reporter.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(spans.runs.len() as u32).to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head.extend_from_slice(&key.token);
+    head.extend_from_slice(&key.reporter);
     for run in &spans.runs {
-        put(&(run.len() as u32).to_le_bytes());
+        head.extend_from_slice(&(run.len() as u32).to_le_bytes());
     }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[HEADER_LEN..]);
+    let mut payload_len = head.len() - HEADER_LEN;
     for run in &spans.runs {
-        put(run);
+        crc.update(run);
+        payload_len += run.len();
     }
-    let payload_len = at;
-    rest[payload_len..].fill(0);
-    let crc = crc32fast::hash(&rest[..payload_len]);
-    header[..4].copy_from_slice(&MAGIC);
-    header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    header[8..12].copy_from_slice(&crc.to_le_bytes());
+    head[..4].copy_from_slice(&MAGIC);
+    head[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    head[8..12].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// The whole record in one buffer (tests, tools).
+pub fn encode(key: &BatchKey, spans: &SpanRuns, written_at_ms: u64) -> Vec<u8> {
+    let mut record = Vec::with_capacity(encoded_len(key, spans));
+    encode_head(&mut record, key, spans, written_at_ms);
+    for run in &spans.runs {
+        record.extend_from_slice(run);
+    }
+    record.resize(encoded_len(key, spans), 0);
+    record
 }
 
 /// Checks the record at the start of `buf`; returns its length on disk, padding included.
@@ -273,9 +286,7 @@ mod tests {
     }
 
     fn record(key: &BatchKey, spans: &SpanRuns) -> Vec<u8> {
-        let mut buf = vec![0xAA; encoded_len(key, spans)];
-        encode(&mut buf, key, spans, 1234);
-        buf
+        encode(key, spans, 1234)
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! One spool segment file: its name, its creation (mode 0600, its blocks reserved up front),
-//! and the memory map of the active segment that records are copied into.
+//! and appending records to the active one.
 //!
-//! Records are copied into a shared file mapping, so a record is in the kernel's page cache,
-//! and survives `kill -9`, the moment the copy ends: no system call per record. The blocks
-//! are reserved when the file is made (`posix_fallocate`), so a full disk refuses a new
-//! segment instead of killing the process with `SIGBUS` on a write into a hole. Only the
-//! active segment is mapped: a sealed one is unmapped and trimmed to what was written, so
-//! the spool adds at most one segment to the resident set.
+//! A record is appended with one vectored `write` (its head, then the span runs as they are,
+//! then padding): once the call returns the record is in the kernel's page cache and survives
+//! `kill -9`. A shared memory map was tried first, to avoid the system call; on ext4 its page
+//! faults (one per 4 KiB page, each starting a journal handle) measured 2-4x the cost of the
+//! `write`, and it added the mapped segment to the resident set (BENCHMARKS.md). The blocks
+//! are reserved when the file is made (`posix_fallocate`), so the disk filling up shows as a
+//! refused new segment rather than a failed write in the middle of one; a sealed segment is
+//! trimmed to what was written.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
+use bytes::Bytes;
+
+use super::record::PADDING;
 
 /// Segment files end in this.
 const SUFFIX: &str = ".spool";
@@ -52,7 +56,7 @@ pub struct Active {
     /// Its number.
     pub id: u64,
     file: File,
-    map: MmapMut,
+    capacity: usize,
     /// Bytes written so far.
     pub len: usize,
 }
@@ -69,17 +73,11 @@ impl Active {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        let made = reserve(&file, capacity).and_then(|()| {
-            // SAFETY: the file was just created by this process with mode 0600 and is only
-            // written through this map; another process changing it under us is outside what
-            // the spool promises (a changed record fails its checksum when read back).
-            unsafe { MmapMut::map_mut(&file) }
-        });
-        match made {
-            Ok(map) => Ok(Active {
+        match reserve(&file, capacity) {
+            Ok(()) => Ok(Active {
                 id,
                 file,
-                map,
+                capacity,
                 len: 0,
             }),
             Err(error) => {
@@ -91,12 +89,12 @@ impl Active {
 
     /// Bytes still free.
     pub fn room(&self) -> usize {
-        self.map.len() - self.len
+        self.capacity - self.len
     }
 
     /// Bytes reserved on disk.
     pub fn capacity(&self) -> usize {
-        self.map.len()
+        self.capacity
     }
 
     /// A handle to read records back while it is still written to.
@@ -104,19 +102,36 @@ impl Active {
         self.file.try_clone()
     }
 
-    /// Appends a record of `len` bytes (at most [`Active::room`]) written by `write`;
-    /// returns its offset.
-    pub fn append(&mut self, len: usize, write: impl FnOnce(&mut [u8])) -> usize {
+    /// Appends a record of `len` bytes (at most [`Active::room`]): `head`, the `runs`, then
+    /// padding up to `len`, in one vectored write; returns its offset. On an error the segment
+    /// must be sealed (what was written of the record is cut off there).
+    pub fn append(&mut self, len: usize, head: &[u8], runs: &[Bytes]) -> io::Result<usize> {
+        let written: usize = head.len() + runs.iter().map(Bytes::len).sum::<usize>();
+        let pad = len.checked_sub(written).filter(|pad| *pad < PADDING.len());
+        let pad =
+            pad.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record length"))?;
+        let mut slices = Vec::with_capacity(runs.len() + 2);
+        slices.push(IoSlice::new(head));
+        slices.extend(runs.iter().map(|run| IoSlice::new(run)));
+        slices.push(IoSlice::new(&PADDING[..pad]));
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.file.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
         let at = self.len;
-        write(&mut self.map[at..at + len]);
         self.len += len;
-        at
+        Ok(at)
     }
 
-    /// Stops writing: starts the write-back, unmaps, and gives back the unwritten tail.
+    /// Stops writing: gives back the unwritten tail (and whatever a failed append left past
+    /// the last whole record). No write-back is forced: with a healthy upstream a segment is
+    /// delivered and deleted before the kernel would write it, so it never costs disk I/O.
     pub fn seal(self) {
-        let _ = self.map.flush_async();
-        drop(self.map);
         let _ = self.file.set_len(self.len as u64);
     }
 }
@@ -164,9 +179,14 @@ mod tests {
         let mut a = Active::create(dir.path(), 10, 4096).unwrap();
         Active::create(dir.path(), 9, 4096).unwrap().seal();
         std::fs::write(dir.path().join("README"), b"x").unwrap();
-        let at = a.append(3, |dst| dst.copy_from_slice(b"abc"));
-        assert_eq!((at, a.room()), (0, 4093));
-        assert_eq!(read_at(&a.reader().unwrap(), 0, 3).unwrap(), b"abc");
+        let at = a.append(8, b"ab", &[Bytes::from_static(b"c")]).unwrap();
+        assert_eq!((at, a.room()), (0, 4088));
+        assert_eq!(
+            read_at(&a.reader().unwrap(), 0, 8).unwrap(),
+            b"abc\0\0\0\0\0"
+        );
+        let at = a.append(8, b"12345678", &[]).unwrap();
+        assert_eq!(at, 8);
         a.seal();
         let ids: Vec<u64> = list(dir.path())
             .unwrap()
@@ -177,7 +197,7 @@ mod tests {
         let meta = std::fs::metadata(path(dir.path(), 10)).unwrap();
         assert_eq!(
             meta.len(),
-            3,
+            16,
             "sealed segments give back their unwritten tail"
         );
         use std::os::unix::fs::PermissionsExt;
