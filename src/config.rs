@@ -172,7 +172,7 @@ pub struct Flags {
     /// Open ingest connections allowed per listener [default: 10000].
     #[arg(long, env = "CUBESAT_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Upstream requests in flight at once [default: 8].
+    /// Upstream requests in flight at once [default: 64].
     #[arg(long, env = "CUBESAT_UPSTREAM_CONCURRENCY", value_name = "N")]
     pub upstream_concurrency: Option<usize>,
     /// Deadline of one upstream request [default: 10s].
@@ -470,7 +470,10 @@ impl Config {
                     pick!(upstream_timeout),
                     Duration::from_secs(10),
                 )?,
-                concurrency: at_least_one("upstream-concurrency", pick!(upstream_concurrency), 8)?,
+                // 64 concurrent streams: a Lightstep batch carries one reporter, so 1,000 sidecars
+                // mean many small requests; at 8 they queued for a slot and filled the buffer
+                // while the upstream had headroom (BENCHMARKS.md, "End to end").
+                concurrency: at_least_one("upstream-concurrency", pick!(upstream_concurrency), 64)?,
                 retry_max_elapsed: pick!(retry_max_elapsed).unwrap_or(Duration::from_secs(300)),
             }),
         };
