@@ -434,3 +434,45 @@ fn a_spool_dir_that_cannot_be_written_is_a_config_error_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_and_sigterm_keep_spans_in_the_spool_for_the_next_start() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = spool.path().to_str().unwrap();
+    let down = format!("http://{}", dead_upstream());
+    let mut args = spool_args(&down, dir);
+    args.extend(["--retry-max-elapsed", "1s", "--drain-timeout", "2s"]);
+    let mut first = Cubesat::serve(&args);
+    let (ids, _) = send_acknowledged(&first, 13, 10, 5).await;
+    // Retries run out within about a second: the batches go back to the spool, not dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !first.stderr().contains("returned to the spool") {
+        assert!(std::time::Instant::now() < deadline, "{}", first.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        first
+            .metric("cubesat_spans_dropped_total{reason=\"retry_exhausted\"}")
+            .await,
+        0.0
+    );
+    let code = tokio::task::spawn_blocking(move || {
+        let code = first.terminate(Duration::from_secs(15));
+        (code, first)
+    })
+    .await
+    .unwrap();
+    let (code, first) = code;
+    assert_eq!(code, Some(0), "kept in the spool is not dropped");
+    assert!(
+        first
+            .stderr()
+            .contains("undelivered reports stay in the spool")
+    );
+
+    let capture = Capture::default();
+    let upstream = capture.serve("127.0.0.1:0", None).await;
+    let url = format!("http://{}", upstream.addr);
+    let _second = Cubesat::serve(&spool_args(&url, dir));
+    wait_for_all(&capture, &ids, Duration::from_secs(30)).await;
+}
