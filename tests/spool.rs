@@ -97,8 +97,15 @@ fn spool_args<'a>(url: &'a str, dir: &'a str) -> Vec<&'a str> {
 async fn kill_9_with_spooled_reports_then_restart_delivers_every_acknowledged_span() {
     let spool = tempfile::tempdir().unwrap();
     let dir = spool.path().to_str().unwrap();
-    let down = format!("http://{}", dead_upstream());
-    let mut first = Cubesat::serve(&spool_args(&down, dir));
+    // The upstream is up at first: these spans are delivered (and acknowledged) before the kill.
+    let early = Capture::default();
+    let early_upstream = early.serve("127.0.0.1:0", None).await;
+    let early_url = format!("http://{}", early_upstream.addr);
+    let mut first = Cubesat::serve(&spool_args(&early_url, dir));
+    let (delivered, _) = send_acknowledged(&first, 76, 5, 10).await;
+    wait_for_all(&early, &delivered, Duration::from_secs(10)).await;
+    // Then it goes down: these wait in the spool when the process is killed.
+    early_upstream.stop().await;
     let (ids, fields) = send_acknowledged(&first, 77, 20, 10).await;
     // And OTLP over HTTP: another protocol, another batch key.
     let mut otlp_ids = Vec::new();
@@ -162,10 +169,14 @@ async fn kill_9_with_spooled_reports_then_restart_delivers_every_acknowledged_sp
     for id in &otlp_ids {
         assert!(otlp.iter().any(|(span, _, _)| &span.span_id == id));
     }
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    // At least once: the reports delivered before the kill shared a segment with undelivered
+    // ones, so they may be sent again; each is counted, none is lost.
+    let again = delivered.iter().filter(|id| seen.contains_key(id)).count();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum::<usize>() + again;
     eprintln!(
-        "delivered {} Lightstep spans at least once; {duplicates} duplicates",
-        ids.len()
+        "delivered {} Lightstep spans at least once; {duplicates} duplicates ({again} of the {} delivered before the kill sent again)",
+        ids.len(),
+        delivered.len()
     );
     assert!(
         second
@@ -177,7 +188,7 @@ async fn kill_9_with_spooled_reports_then_restart_delivers_every_acknowledged_sp
             .await
             >= 25.0
     );
-    assert!(second.stderr().contains("replaying 25 records"));
+    assert!(second.stderr().contains("spool: replaying"));
     // Delivered: acknowledged, and the spool empties.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while second.metric("cubesat_spool_records").await > 0.0 {
