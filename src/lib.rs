@@ -66,6 +66,9 @@ pub enum RunError {
     /// The spool directory could not be opened.
     #[error(transparent)]
     Spool(#[from] pipeline::spool::SpoolError),
+    /// Reading the spool back failed (its task panicked).
+    #[error("reading the spool back failed: {0}")]
+    SpoolRead(tokio::task::JoinError),
     /// The developer-mode store thread could not be started.
     #[error("cannot start the developer-mode store thread: {0}")]
     Store(#[from] std::io::Error),
@@ -103,8 +106,14 @@ pub async fn run(
     });
     // With --spool-dir every admitted report is written to disk before the client hears OK;
     // what the last run left there is replayed first.
-    let spool = match &config.spool {
-        Some(spool) => Some(pipeline::Spool::open(spool)?.0),
+    // Reading back a large spool is disk I/O: off the async workers.
+    let spool = match config.spool.clone() {
+        Some(spool) => Some(
+            tokio::task::spawn_blocking(move || pipeline::Spool::open(&spool))
+                .await
+                .map_err(RunError::SpoolRead)??
+                .0,
+        ),
         None => None,
     };
     let ring = match &spool {
