@@ -67,6 +67,29 @@ fn check_writable(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Flags, Mode};
+
+    #[test]
+    fn the_file_keys_work_like_the_flags_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "spool-dir = \"{}\"\nspool-bytes = \"64MiB\"\n",
+            dir.path().join("file").display()
+        );
+        let file: Flags = toml::from_str(&text).unwrap();
+        let config = Config::merge(Mode::Serve, Flags::default(), file.clone()).unwrap();
+        let spool = config.spool.unwrap();
+        assert_eq!(spool.dir, dir.path().join("file"));
+        assert_eq!(spool.limit_bytes, 64 << 20);
+        let flags = Flags {
+            spool_bytes: Some(ByteSize::mib(32)),
+            ..Flags::default()
+        };
+        let config = Config::merge(Mode::Serve, flags, file).unwrap();
+        assert_eq!(config.spool.unwrap().limit_bytes, 32 << 20);
+        let config = Config::merge(Mode::Serve, Flags::default(), Flags::default()).unwrap();
+        assert!(config.spool.is_none(), "off by default");
+    }
 
     #[test]
     fn spool_keys_are_checked_and_name_the_fix() {
