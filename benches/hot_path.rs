@@ -398,7 +398,7 @@ impl Pipeline {
     }
 
     /// Today's design with the crash-safe spool (`--spool-dir`): each report's record is
-    /// also copied into a mapped segment file in `dir`, and acknowledged when delivered.
+    /// also appended to a segment file in `dir`, and acknowledged when delivered.
     fn with_spool(dir: &std::path::Path) -> Self {
         let mut pipeline = Self::without_arena();
         let config = cubesat::pipeline::SpoolConfig {
