@@ -13,6 +13,9 @@
 //! returned when they are delivered or dropped, so the budget bounds all memory the pipeline
 //! holds. Above the high-water mark the ring reports "not ready" until it falls back below the
 //! low-water mark, so load balancers shift traffic before clients are refused.
+//!
+//! With a spool ([`Ring::with_spool`], `--spool-dir`), a push first writes the report to disk
+//! and, past the spill mark, leaves it there instead of in memory ([`super::spool`]).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
