@@ -398,6 +398,19 @@ impl Pipeline {
         Self::with_ring(Ring::without_arena)
     }
 
+    /// Today's design with the crash-safe spool (`--spool-dir`): each report's record is
+    /// also appended to a segment file in `dir`, and acknowledged when delivered.
+    fn with_spool(dir: &std::path::Path) -> Self {
+        let mut pipeline = Self::without_arena();
+        let config = cubesat::pipeline::SpoolConfig {
+            dir: dir.to_owned(),
+            limit_bytes: 1 << 30,
+        };
+        let (spool, _) = cubesat::pipeline::Spool::open(&config).expect("spool in target/");
+        pipeline.ring = pipeline.ring.clone().with_spool(spool);
+        pipeline
+    }
+
     fn with_ring(make: fn(RingConfig) -> (Ring, Vec<UnboundedReceiver<Report>>)) -> Self {
         let (ring, mut shards) = make(RingConfig {
             capacity_bytes: 256 << 20,
@@ -673,9 +686,14 @@ fn lightstep_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
 
     let mut group = c.benchmark_group(format!("lightstep_pipeline{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
+    let spool = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("spool directory");
     for (name, mut pipeline) in [
         ("ring_batcher", Pipeline::new()),
         ("ring_batcher_no_arena", Pipeline::without_arena()),
+        (
+            "ring_batcher_no_arena_spool",
+            Pipeline::with_spool(spool.path()),
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(

@@ -249,7 +249,13 @@ impl Upstream {
         self.inner.aborted.load(Ordering::Acquire)
     }
 
-    fn count_aborted(&self, spans: u64) {
+    /// Counts a batch abandoned at the drain timeout as dropped, unless it is spooled: then
+    /// it stays on disk for the next start.
+    fn count_aborted(&self, batch: &Batch) {
+        if batch.spooled.is_spooled() {
+            return;
+        }
+        let spans = u64::from(batch.spans);
         self.inner.aborted.fetch_add(spans, Ordering::AcqRel);
         telemetry::count_dropped(DropReason::Shutdown, spans);
     }
@@ -299,7 +305,7 @@ impl Upstream {
         let result = tokio::select! {
             result = retried => result,
             _ = self.inner.abort.cancelled() => {
-                self.count_aborted(spans);
+                self.count_aborted(&batch);
                 return;
             }
         };
@@ -311,6 +317,9 @@ impl Upstream {
                     .fetch_add(spans - rejected, Ordering::AcqRel);
                 metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans - rejected);
                 telemetry::count_dropped(DropReason::UpstreamRejected, rejected);
+            }
+            Err(error) if error.retry_allowed() && batch.spooled.return_to_spool() => {
+                warn!(code = error.code_label(), message = %error.message, spans, "upstream batch returned to the spool: retries exhausted; it is read back later");
             }
             Err(error) if error.retry_allowed() => {
                 warn!(code = error.code_label(), message = %error.message, spans, "upstream batch dropped: retries exhausted");
@@ -367,7 +376,7 @@ impl BatchSink for Upstream {
         let slot = tokio::select! {
             slot = self.inner.slots.clone().acquire_owned() => slot,
             _ = self.inner.abort.cancelled() => {
-                self.count_aborted(u64::from(batch.spans));
+                self.count_aborted(&batch);
                 return;
             }
         };

@@ -248,6 +248,7 @@ mod tests {
             runs: runs.iter().map(|r| Bytes::from_static(r)).collect(),
             spans: runs.len() as u32,
             charge: budget.reserve(Part::Batches, 8, 2).unwrap(),
+            spooled: Default::default(),
         })
     }
 

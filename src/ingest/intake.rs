@@ -100,6 +100,7 @@ struct ProtocolCounters {
     too_large: Counter,
     budget: Counter,
     refused: Counter,
+    spool_full: Counter,
     /// Spans translated from this protocol into the other one.
     translated: Counter,
 }
@@ -122,6 +123,7 @@ impl ProtocolCounters {
             too_large: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "too_large"),
             budget: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "budget"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
+            spool_full: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "spool_full"),
             translated: metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => protocol.other().as_str()),
         }
     }
@@ -390,11 +392,15 @@ impl Intake {
 
     /// Counts a refusal of `spans` spans by the ring.
     fn refused(&self, counters: &ProtocolCounters, error: PushError, spans: u64) -> IngestError {
-        counters.refused.increment(1);
         let reason = match error {
             PushError::Full { .. } => DropReason::BufferFull,
             PushError::Closed => DropReason::Shutdown,
+            PushError::Spool(_) => DropReason::SpoolFull,
         };
+        match reason {
+            DropReason::SpoolFull => counters.spool_full.increment(1),
+            _ => counters.refused.increment(1),
+        }
         telemetry::count_dropped(reason, spans);
         error.into()
     }

@@ -119,6 +119,12 @@ impl Cubesat {
         }
     }
 
+    /// Kills the process with SIGKILL (no drain, nothing flushed) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path).await
