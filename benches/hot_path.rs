@@ -31,7 +31,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use cubesat::ingest::Intake;
 use cubesat::ingest::auth::TokenPolicy;
 use cubesat::pipeline::{
-    Batch, BatchKey, BatchLimits, BatchSink, Batcher, Protocol, Report, Ring, RingConfig,
+    Batch, BatchKey, BatchLimits, BatchSink, Batcher, Charge, Part, Protocol, REQUEST_OVERHEAD,
+    Report, Ring, RingConfig,
 };
 use cubesat::proto::collector as pb;
 use cubesat::translate;
@@ -397,6 +398,19 @@ impl Pipeline {
         Self::with_ring(Ring::without_arena)
     }
 
+    /// Today's design with the crash-safe spool (`--spool-dir`): each report's record is
+    /// also appended to a segment file in `dir`, and acknowledged when delivered.
+    fn with_spool(dir: &std::path::Path) -> Self {
+        let mut pipeline = Self::without_arena();
+        let config = cubesat::pipeline::SpoolConfig {
+            dir: dir.to_owned(),
+            limit_bytes: 1 << 30,
+        };
+        let (spool, _) = cubesat::pipeline::Spool::open(&config).expect("spool in target/");
+        pipeline.ring = pipeline.ring.clone().with_spool(spool);
+        pipeline
+    }
+
     fn with_ring(make: fn(RingConfig) -> (Ring, Vec<UnboundedReceiver<Report>>)) -> Self {
         let (ring, mut shards) = make(RingConfig {
             capacity_bytes: 256 << 20,
@@ -463,6 +477,15 @@ fn otlp_key() -> BatchKey {
 
 fn intake(ring: &Ring) -> Intake {
     Intake::new(ring.clone(), TokenPolicy::default(), LIMITS.max_bytes)
+}
+
+/// The in-flight charge a transport takes while reading `buf` (the intake moves it on).
+fn read_charge(intake: &Intake, buf: &Bytes) -> Charge {
+    intake
+        .ring()
+        .budget()
+        .reserve(Part::InFlight, buf.len() + REQUEST_OVERHEAD, 0)
+        .expect("room")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,7 +580,7 @@ fn report_allocations() {
                 let intake = intake(&pipeline.ring);
                 Box::new(move || {
                     intake
-                        .lightstep_report(buf.clone(), None)
+                        .lightstep_report(buf.clone(), None, read_charge(&intake, &buf))
                         .expect("accepted");
                     pipeline.batch_queued();
                 })
@@ -605,7 +628,11 @@ fn report_allocations() {
                 let intake = intake(&pipeline.ring);
                 Box::new(move || {
                     intake
-                        .otlp_export(buf.clone(), Some(TOKEN.as_bytes()))
+                        .otlp_export(
+                            buf.clone(),
+                            Some(TOKEN.as_bytes()),
+                            read_charge(&intake, &buf),
+                        )
                         .expect("accepted");
                     pipeline.batch_queued();
                 })
@@ -659,9 +686,14 @@ fn lightstep_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
 
     let mut group = c.benchmark_group(format!("lightstep_pipeline{clock}"));
     group.throughput(Throughput::Elements(SPANS as u64));
+    let spool = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("spool directory");
     for (name, mut pipeline) in [
         ("ring_batcher", Pipeline::new()),
         ("ring_batcher_no_arena", Pipeline::without_arena()),
+        (
+            "ring_batcher_no_arena_spool",
+            Pipeline::with_spool(spool.path()),
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -681,7 +713,7 @@ fn lightstep_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     group.bench_function("intake_scan_ring_batcher", |b| {
         b.iter(|| {
             intake
-                .lightstep_report(black_box(buf.clone()), None)
+                .lightstep_report(black_box(buf.clone()), None, read_charge(&intake, &buf))
                 .expect("accepted");
             pipeline.batch_queued();
         })
@@ -732,7 +764,11 @@ fn otlp_pipeline<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     group.bench_function("intake_scan_ring_batcher", |b| {
         b.iter(|| {
             intake
-                .otlp_export(black_box(buf.clone()), Some(TOKEN.as_bytes()))
+                .otlp_export(
+                    black_box(buf.clone()),
+                    Some(TOKEN.as_bytes()),
+                    read_charge(&intake, &buf),
+                )
                 .expect("accepted");
             pipeline.batch_queued();
         })

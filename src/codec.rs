@@ -1,16 +1,14 @@
-//! The one gRPC codec cubesat uses, in both directions: a message leaves as bytes that are
-//! already encoded ([`RawMessage`]) and arrives as the `Bytes` tonic received. Ingest takes
-//! requests with it without decoding them, forward sends batches as the batcher laid them
-//! out, and the test harness uses it for its capturing upstream and raw clients.
+//! The raw gRPC codec: a message leaves as bytes that are already encoded ([`RawMessage`])
+//! and arrives as the `Bytes` tonic received. The test harness uses it for its capturing
+//! upstream and raw clients. (Ingest reads its messages itself, charged from their length
+//! prefix: `ingest/grpc/message.rs`; forwarding frames its batches itself, without a codec
+//! buffer: `forward/send.rs`.)
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-use crate::pipeline::Batch;
 
 /// A message already encoded, written to the wire as it is.
 pub trait RawMessage: Send + 'static {
@@ -21,16 +19,6 @@ pub trait RawMessage: Send + 'static {
 impl RawMessage for Bytes {
     fn write_to(&self, dst: &mut EncodeBuf<'_>) {
         dst.put_slice(self);
-    }
-}
-
-impl RawMessage for Arc<Batch> {
-    fn write_to(&self, dst: &mut EncodeBuf<'_>) {
-        dst.reserve(self.encoded_len());
-        dst.put_slice(&self.header);
-        for run in &self.runs {
-            dst.put_slice(run);
-        }
     }
 }
 

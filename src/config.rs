@@ -20,6 +20,7 @@ use crate::ingest::http::CorsOrigins;
 use crate::pipeline::{BatchLimits, Protocol};
 
 mod ingress;
+mod spool;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -171,7 +172,7 @@ pub struct Flags {
     /// Open ingest connections allowed per listener [default: 10000].
     #[arg(long, env = "CUBESAT_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Upstream requests in flight at once [default: 8].
+    /// Upstream requests in flight at once [default: 64].
     #[arg(long, env = "CUBESAT_UPSTREAM_CONCURRENCY", value_name = "N")]
     pub upstream_concurrency: Option<usize>,
     /// Deadline of one upstream request [default: 10s].
@@ -242,6 +243,14 @@ pub struct Flags {
     /// Open admin connections allowed; more are closed at once [default: 64].
     #[arg(long, env = "CUBESAT_ADMIN_MAX_CONNECTIONS", value_name = "N")]
     pub admin_max_connections: Option<usize>,
+    /// Crash-safe spool: admitted reports are written here and survive kill -9 and restarts
+    /// (replayed at least once); they also wait here while --buffer-bytes is full.
+    #[arg(long, env = "CUBESAT_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may take on disk; full, clients are told to retry
+    /// [default: 1GiB with --spool-dir].
+    #[arg(long, env = "CUBESAT_SPOOL_BYTES", value_name = "SIZE")]
+    pub spool_bytes: Option<ByteSize>,
     /// Origins (`https://app.example.com`, comma-separated, or `*`) allowed to send spans
     /// from a browser. Serve mode: none by default; developer mode: any origin when the
     /// ingest listener is loopback.
@@ -364,6 +373,8 @@ pub struct Config {
     pub log_level: String,
     /// Developer mode: the trace store's byte budget.
     pub store_bytes: usize,
+    /// The crash-safe spool, when `--spool-dir` is set.
+    pub spool: Option<crate::pipeline::SpoolConfig>,
 }
 
 /// The smallest `store-bytes` accepted: room for a few hundred spans.
@@ -459,7 +470,10 @@ impl Config {
                     pick!(upstream_timeout),
                     Duration::from_secs(10),
                 )?,
-                concurrency: at_least_one("upstream-concurrency", pick!(upstream_concurrency), 8)?,
+                // 64 concurrent streams: a Lightstep batch carries one reporter, so 1,000 sidecars
+                // mean many small requests; at 8 they queued for a slot and filled the buffer
+                // while the upstream had headroom (BENCHMARKS.md, "End to end").
+                concurrency: at_least_one("upstream-concurrency", pick!(upstream_concurrency), 64)?,
                 retry_max_elapsed: pick!(retry_max_elapsed).unwrap_or(Duration::from_secs(300)),
             }),
         };
@@ -536,6 +550,7 @@ impl Config {
             drain_timeout,
             log_level: pick!(log_level).unwrap_or_else(|| "info".to_owned()),
             store_bytes,
+            spool: spool::spool(pick!(spool_dir), pick!(spool_bytes), max_message_bytes)?,
         })
     }
 }

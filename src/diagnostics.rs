@@ -96,6 +96,13 @@ pub fn config_summary(config: &Config) -> Value {
     if config.mode == Mode::Dev {
         c.insert("store-bytes".into(), json!(size(config.store_bytes)));
     }
+    if let Some(spool) = &config.spool {
+        c.insert("spool-dir".into(), json!(spool.dir.display().to_string()));
+        c.insert(
+            "spool-bytes".into(),
+            json!(bytesize::ByteSize(spool.limit_bytes).to_string()),
+        );
+    }
     Value::Object(c)
 }
 
@@ -177,8 +184,20 @@ fn snapshot(state: &AdminState) -> Value {
             "held_spans": ring.held_spans(),
             "below_high_water": ring.has_headroom(),
         },
-        // Filled in once the crash-safe spool (--spool-dir) exists; null = no spool.
-        "spool": Value::Null,
+        // null = no spool (--spool-dir not set).
+        "spool": ring.spool().map(|spool| {
+            let status = spool.status();
+            json!({
+                "dir": status.dir.display().to_string(),
+                "used_bytes": status.bytes,
+                "limit_bytes": status.limit_bytes,
+                "records": status.records,
+                "waiting_records": status.waiting,
+                "oldest_segment_age_seconds": status.oldest.map(|age| age.as_secs()),
+                "replayed_records": series(&metrics, telemetry::SPOOL_REPLAYED_RECORDS, "").values().sum::<f64>(),
+                "corrupt_records": series(&metrics, telemetry::SPOOL_CORRUPT_RECORDS, "").values().sum::<f64>(),
+            })
+        }),
         "spans": {
             "received": series(&metrics, telemetry::SPANS_RECEIVED, "protocol"),
             "forwarded": series(&metrics, telemetry::SPANS_FORWARDED, "").values().sum::<f64>(),

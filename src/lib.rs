@@ -63,6 +63,12 @@ pub enum RunError {
     /// The ingest routes could not be built.
     #[error(transparent)]
     Routes(#[from] ingest::RouterError),
+    /// The spool directory could not be opened.
+    #[error(transparent)]
+    Spool(#[from] pipeline::spool::SpoolError),
+    /// Reading the spool back failed (its task panicked).
+    #[error("reading the spool back failed: {0}")]
+    SpoolRead(tokio::task::JoinError),
     /// The developer-mode store thread could not be started.
     #[error("cannot start the developer-mode store thread: {0}")]
     Store(#[from] std::io::Error),
@@ -98,6 +104,22 @@ pub async fn run(
         low_water: 0.6,
         shards: config.batch_workers,
     });
+    // With --spool-dir every admitted report is written to disk before the client hears OK;
+    // what the last run left there is replayed first.
+    // Reading back a large spool is disk I/O: off the async workers.
+    let spool = match config.spool.clone() {
+        Some(spool) => Some(
+            tokio::task::spawn_blocking(move || pipeline::Spool::open(&spool))
+                .await
+                .map_err(RunError::SpoolRead)??
+                .0,
+        ),
+        None => None,
+    };
+    let ring = match &spool {
+        Some(spool) => ring.with_spool(spool.clone()),
+        None => ring,
+    };
     let exporter = match &config.upstream {
         Some(up) => Exporter::Upstream(Upstream::new(
             UpstreamSettings {
@@ -137,6 +159,13 @@ pub async fn run(
             .flush_at_once_on(drain.stop_accepting.clone())
             .with_budget(ring.budget().clone());
         batchers.spawn(batcher.run(shard, drain.flush.clone()));
+    }
+    if let Some(spool) = &spool {
+        tokio::spawn(
+            spool
+                .clone()
+                .replay(ring.clone(), drain.stop_accepting.clone()),
+        );
     }
     let mut intake = Intake::new(ring.clone(), config.tokens.clone(), config.batch.max_bytes)
         .with_upstream_protocol(config.upstream.as_ref().and_then(|u| u.protocol.forced()))
@@ -257,6 +286,10 @@ pub async fn run(
             "drain timeout reached with spans still buffered"
         );
     }
+    if let Some(spool) = &spool {
+        // Nothing is acknowledged from here on: what is not delivered yet stays on disk.
+        spool.freeze();
+    }
     drain.abort.cancel();
     // Aborted sends count their own spans; whatever is still held never left the batchers.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -264,17 +297,30 @@ pub async fn run(
         upstream_tasks.wait().await;
     })
     .await;
-    // Spool hook (issue 11): with a spool, what is still held here is written to it instead
-    // of being dropped, and does not count in `dropped` below.
+    // With a spool, what is still held here is on disk already (every admitted report was
+    // written before its client heard OK) and is replayed at the next start: not dropped.
     let left = ring.held_spans();
     batchers.abort_all();
+    let (left, spooled) = match &spool {
+        Some(_) => (0, left),
+        None => (left, 0),
+    };
     telemetry::count_dropped(DropReason::Shutdown, left);
     let after = upstream.as_ref().map(tally).unwrap_or_default();
     let report = DrainReport {
         buffered,
         delivered: after.0.saturating_sub(before.0),
         dropped: after.1.saturating_sub(before.1) + left,
+        spooled,
     };
+    if let Some(spool) = &spool {
+        info!(
+            spooled_spans = spooled,
+            spooled_records = spool.status().records,
+            dir = %spool.dir().display(),
+            "shutdown: undelivered reports stay in the spool for the next start"
+        );
+    }
     if report.dropped > 0 {
         warn!(
             delivered_spans = report.delivered,

@@ -4,7 +4,8 @@
 //! closed at once, requests in flight get `--shutdown-grace`) and, at the same moment, every
 //! open batch is flushed (whatever `--batch-timeout` says) → when the connections are gone the
 //! batchers hand over the rest → deliver until `--drain-timeout` → abort what is left,
-//! counting it as dropped → log the spans delivered and dropped while draining → exit with
+//! counting it as dropped (with `--spool-dir`: kept on disk for the next start instead,
+//! not dropped) → log the spans delivered and dropped while draining → exit with
 //! [`DrainReport::exit_code`]: 0 when nothing was lost, [`SPANS_DROPPED_EXIT`] when spans were.
 
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,9 @@ pub struct DrainReport {
     pub delivered: u64,
     /// Spans dropped because the drain timeout ended before they were delivered.
     pub dropped: u64,
+    /// Spans not delivered but kept in the spool (`--spool-dir`) for the next start: not
+    /// dropped.
+    pub spooled: u64,
 }
 
 impl DrainReport {
@@ -81,6 +85,7 @@ mod tests {
             buffered: 10,
             delivered: 10,
             dropped: 0,
+            spooled: 0,
         };
         assert_eq!(clean.exit_code(), 0);
         let lossy = DrainReport {
@@ -88,5 +93,10 @@ mod tests {
             ..clean
         };
         assert_eq!(lossy.exit_code(), SPANS_DROPPED_EXIT);
+        let kept = DrainReport {
+            spooled: 7,
+            ..clean
+        };
+        assert_eq!(kept.exit_code(), 0, "spooled spans are not lost");
     }
 }

@@ -50,6 +50,20 @@ pub const CONNECTIONS_REFUSED: &str = "cubesat_ingest_connections_refused_total"
 pub const CONNECTIONS_CLOSED: &str = "cubesat_connections_closed_total";
 /// `accept` failures (EMFILE, ENFILE, ...), by `listener`.
 pub const ACCEPT_ERRORS: &str = "cubesat_accept_errors_total";
+/// Spool (`--spool-dir`): bytes of records in its segment files (a file goes once all its
+/// records are delivered).
+pub const SPOOL_BYTES: &str = "cubesat_spool_bytes";
+/// Spool: its byte limit (`--spool-bytes`).
+pub const SPOOL_CAPACITY_BYTES: &str = "cubesat_spool_capacity_bytes";
+/// Spool: records (admitted reports) on disk not yet delivered.
+pub const SPOOL_RECORDS: &str = "cubesat_spool_records";
+/// Spool: reports written to disk only because the memory budget was past its spill mark.
+pub const SPOOL_SPILLED_RECORDS: &str = "cubesat_spool_spilled_records_total";
+/// Spool: records read back from disk (spilled, returned after a long retry, or left by the
+/// last run).
+pub const SPOOL_REPLAYED_RECORDS: &str = "cubesat_spool_replayed_records_total";
+/// Spool: damaged records (bad checksum, torn tail, unreadable) skipped.
+pub const SPOOL_CORRUPT_RECORDS: &str = "cubesat_spool_corrupt_records_total";
 
 /// Developer mode: spans inserted into the trace store.
 pub const STORE_SPANS_STORED: &str = "cubesat_store_spans_stored_total";
@@ -73,6 +87,8 @@ pub const LIVE_SUBSCRIBERS_DROPPED: &str = "cubesat_live_subscribers_dropped_tot
 pub enum DropReason {
     /// The buffer's byte budget was used up; the client was told `UNAVAILABLE`/503.
     BufferFull,
+    /// The spool (`--spool-dir`) was full; the client was told `UNAVAILABLE`/503.
+    SpoolFull,
     /// The upstream refused the batch with a status that forbids a retry.
     UpstreamRejected,
     /// Retries went on for longer than `retry-max-elapsed`.
@@ -88,6 +104,7 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::BufferFull => "buffer_full",
+            DropReason::SpoolFull => "spool_full",
             DropReason::UpstreamRejected => "upstream_rejected",
             DropReason::RetryExhausted => "retry_exhausted",
             DropReason::Shutdown => "shutdown",
@@ -166,6 +183,29 @@ pub fn describe() {
         "Connections closed by cubesat, by listener and reason (detect_timeout, header_timeout, idle, max_age, shutdown, grace_expired, tls_handshake)."
     );
     describe_counter!(ACCEPT_ERRORS, "accept() failures, by listener.");
+    describe_gauge!(
+        SPOOL_BYTES,
+        Unit::Bytes,
+        "Bytes of records in the spool's segment files (deleted once all their records are delivered)."
+    );
+    describe_gauge!(
+        SPOOL_CAPACITY_BYTES,
+        Unit::Bytes,
+        "The spool's byte limit (spool-bytes)."
+    );
+    describe_gauge!(SPOOL_RECORDS, "Spooled reports not yet delivered.");
+    describe_counter!(
+        SPOOL_SPILLED_RECORDS,
+        "Reports written to the spool only because the memory budget was past its spill mark."
+    );
+    describe_counter!(
+        SPOOL_REPLAYED_RECORDS,
+        "Spooled records read back from disk (spilled, returned after a long retry, or left by the last run)."
+    );
+    describe_counter!(
+        SPOOL_CORRUPT_RECORDS,
+        "Damaged spool records (bad checksum, torn tail, unreadable) skipped."
+    );
     describe_counter!(STORE_SPANS_STORED, "Spans stored by developer mode.");
     describe_counter!(
         STORE_SPANS_DROPPED,

@@ -15,18 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const RSS_SLACK: u64 = 96 << 20;
 const BUDGET: u64 = 32 << 20;
 
-/// Peak resident set of `pid` in bytes (`VmHWM`).
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
-    kb << 10
-}
-
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(data).unwrap();
@@ -49,25 +37,30 @@ fn empty_struct_bomb(count: u32) -> Vec<u8> {
     out
 }
 
-/// Sends a well-behaved Envoy report over gRPC and checks every span reached the upstream.
+/// Sends a well-behaved Envoy report over gRPC and checks every span reached the upstream
+/// (waiting for its own trace's spans: other clients' spans may arrive too).
 async fn well_behaved_client_loses_nothing(cubesat: &Cubesat, capture: &Capture, trace: u64) {
     let channel = envoy_channel(cubesat.ingest).await;
     let reporter = envoy_reporter("good", 7);
-    let (body, spans) = envoy_report(&reporter, "tok", trace, 1..51);
+    let (body, _) = envoy_report(&reporter, "tok", trace, 1..51);
     send_raw(&channel, body, false).await.expect("accepted");
-    let received = capture
-        .wait_spans(spans.len(), Duration::from_secs(10))
-        .await;
-    let ids: std::collections::BTreeSet<u64> = received
-        .iter()
-        .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == trace))
-        .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
-        .collect();
-    assert_eq!(
-        ids,
-        (1..51).collect(),
-        "every span of the good client arrives"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: std::collections::BTreeSet<u64> = capture
+            .spans()
+            .iter()
+            .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == trace))
+            .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
+            .collect();
+        if ids == (1..51).collect() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every span of the good client arrives: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +226,324 @@ async fn a_translation_blow_up_is_refused_413() {
     )
     .await;
     assert_eq!(status, 413, "{body}");
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+}
+
+/// The budget of the tiny-report flood: small, so that a debug build fills it within seconds
+/// (about 16 k reports at the charged size of a 2-byte report); the issue's million is scaled
+/// down to [`TINY_REPORTS`] per transport for the same reason.
+const TINY_BUDGET: u64 = 8 << 20;
+const TINY_REPORTS: usize = 12_000;
+
+/// What cubesat's resident set may grow by during the flood beyond the budget: allocator
+/// slack and per-connection buffers (the reports themselves must be within the budget).
+const TINY_GROWTH_SLACK: u64 = 24 << 20;
+
+/// Resident set of `pid` now, in bytes (`VmRSS`).
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb << 10
+}
+
+/// Sends `count` copies of `body` to `Report` over `connections` h2c connections, 32 streams
+/// each; returns (accepted, refused UNAVAILABLE for the budget).
+async fn grpc_flood(
+    addr: std::net::SocketAddr,
+    body: bytes::Bytes,
+    count: usize,
+    connections: usize,
+) -> (usize, usize) {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let channel = envoy_channel(addr).await;
+        for _ in 0..32 {
+            let (channel, body, sent) = (channel.clone(), body.clone(), sent.clone());
+            tasks.spawn(async move {
+                let (mut accepted, mut refused) = (0, 0);
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    match send_raw(&channel, body.clone(), false).await {
+                        Ok(_) => accepted += 1,
+                        Err(status) => {
+                            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                            assert!(status.message().contains("buffer full"), "{status:?}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (accepted, refused)
+            });
+        }
+    }
+    let mut totals = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (a, r) = done.unwrap();
+        totals = (totals.0 + a, totals.1 + r);
+    }
+    totals
+}
+
+/// Posts `count` copies of `body` to `/api/v2/reports` over 16 HTTP/1.1 keep-alive
+/// connections; returns (accepted, refused 503 for the budget).
+async fn http1_flood(
+    addr: std::net::SocketAddr,
+    body: bytes::Bytes,
+    count: usize,
+) -> (usize, usize) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, body, sent) = (client.clone(), body.clone(), sent.clone());
+        tasks.spawn(async move {
+            let (mut accepted, mut refused) = (0, 0);
+            while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let request = http::Request::post(format!("http://{addr}/api/v2/reports"))
+                    .header("content-type", "application/octet-stream")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let response = client.request(request).await.expect("POST");
+                let status = response.status().as_u16();
+                let text = response.into_body().collect().await.unwrap().to_bytes();
+                match status {
+                    200 => accepted += 1,
+                    503 => {
+                        assert!(
+                            String::from_utf8_lossy(&text).contains("buffer full"),
+                            "{text:?}"
+                        );
+                        refused += 1;
+                    }
+                    other => panic!("{other}: {text:?}"),
+                }
+            }
+            (accepted, refused)
+        });
+    }
+    let mut totals = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (a, r) = done.unwrap();
+        totals = (totals.0 + a, totals.1 + r);
+    }
+    totals
+}
+
+/// Per-report overhead is charged ([`cubesat::pipeline::REPORT_OVERHEAD`]) and a report pins only
+/// its own exactly sized buffer: tiny reports (one empty span, 2 bytes) flooding in over
+/// HTTP/1 (16 keep-alive connections) and gRPC (4 h2c connections) while the upstream hangs
+/// fill the budget and are then refused 503 / UNAVAILABLE "buffer full". Peak RSS stays within
+/// the budget plus [`RSS_SLACK`], and grows by at most the budget plus [`TINY_GROWTH_SLACK`]
+/// over what cubesat held before the flood (so an uncharged few hundred bytes per report
+/// would show). Once the upstream answers again, a well-behaved client's spans all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_reports_with_the_upstream_hanging_stays_within_the_budget() {
+    let (capture, _upstream, cubesat) = serve_to_capture(
+        "tok",
+        &[
+            "--buffer-bytes",
+            &TINY_BUDGET.to_string(),
+            "--max-message-bytes",
+            "1MiB",
+            "--batch-bytes",
+            "1MiB",
+        ],
+    )
+    .await;
+    *capture.answer.lock().unwrap() = Answer::Hang;
+    let before = rss(cubesat.pid());
+    let tiny = bytes::Bytes::from_static(&[0x1a, 0x00]);
+    let started = std::time::Instant::now();
+    let (http_accepted, http_refused) =
+        http1_flood(cubesat.ingest, tiny.clone(), TINY_REPORTS).await;
+    eprintln!(
+        "HTTP/1: {http_accepted} accepted, {http_refused} refused in {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let (grpc_accepted, grpc_refused) = grpc_flood(cubesat.ingest, tiny, TINY_REPORTS, 4).await;
+    eprintln!(
+        "gRPC: {grpc_accepted} accepted, {grpc_refused} refused in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        http_accepted > 0,
+        "HTTP/1 reports are taken while there is room"
+    );
+    assert!(
+        grpc_accepted > 0 && grpc_refused > 0,
+        "the gRPC flood fills the budget and is then refused"
+    );
+    let held = cubesat.metric("cubesat_buffer_bytes").await;
+    eprintln!("buffer: {} KiB held", held as u64 >> 10);
+    assert!(
+        held > (TINY_BUDGET * 3 / 4) as f64,
+        "the budget filled up: {held}"
+    );
+    let peak = peak_rss(cubesat.pid());
+    eprintln!(
+        "RSS before the flood {} MiB, peak {} MiB",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak <= TINY_BUDGET + RSS_SLACK,
+        "peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak.saturating_sub(before) <= TINY_BUDGET + TINY_GROWTH_SLACK,
+        "grew by {} MiB",
+        (peak - before) >> 20
+    );
+    // The upstream answers again: what was held drains, and a good client gets through whole.
+    *capture.answer.lock().unwrap() = Answer::Ok;
+    let channel = envoy_channel(cubesat.ingest).await;
+    let (body, _) = envoy_report(&envoy_reporter("good", 7), "tok", 21, 1..51);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(status) = send_raw(&channel, body.clone(), false).await {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let ids: std::collections::BTreeSet<u64> = capture
+            .spans()
+            .iter()
+            .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == 21))
+            .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
+            .collect();
+        if ids == (1..51).collect() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "good spans arrived: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A C++ streamed upload whose non-span fields never stop (the issue's 600 MiB, scaled to
+/// 64 MiB against a 4 MiB limit): 64 KiB internal-metrics fields, each followed by a span. The
+/// head is bounded by `--max-message-bytes`, charged, and not copied per frame: the upload is
+/// refused 413 naming the non-span fields, peak RSS stays within the budget plus
+/// [`RSS_SLACK`], the spans before the refusal arrive, and a good client loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_upload_with_endless_non_span_fields_is_refused_413() {
+    use cubesat::proto::collector as pb;
+    use prost::Message;
+    let (capture, _upstream, cubesat) = serve_to_capture(
+        "tok",
+        &["--buffer-bytes", "32MiB", "--max-message-bytes", "4MiB"],
+    )
+    .await;
+    let metrics = pb::ReportRequest {
+        internal_metrics: Some(pb::InternalMetrics {
+            counts: vec![pb::MetricsSample {
+                name: "m".repeat(64 << 10),
+                value: Some(pb::metrics_sample::Value::IntValue(1)),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut stream = tokio::net::TcpStream::connect(cubesat.ingest)
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v2/reports HTTP/1.1\r\nHost: collector\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut answer = Vec::new();
+    let mut sent_spans = 0u64;
+    for i in 1..=1024u64 {
+        let mut chunk = http_chunk(&metrics, false);
+        chunk.extend(http_chunk(&envoy_span_field(41, i, 0), true));
+        let mut buf = [0u8; 1024];
+        tokio::select! {
+            wrote = wr.write_all(&chunk) => {
+                if wrote.is_err() { break }
+                sent_spans = i;
+            }
+            read = rd.read(&mut buf) => {
+                if let Ok(n) = read { answer.extend_from_slice(&buf[..n]) }
+                break;
+            }
+        }
+    }
+    let mut rest = vec![0u8; 4096];
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut rest)).await {
+        answer.extend_from_slice(&rest[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("non-span fields"), "{answer}");
+    // About 4 MiB of head in 64 KiB fields: the spans sent before it got there arrived.
+    assert!(sent_spans >= 60, "{sent_spans}");
+    let arrived = capture.wait_spans(60, Duration::from_secs(10)).await;
+    assert!(arrived.len() >= 60, "{}", arrived.len());
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+    let too_large = cubesat
+        .metric(r#"cubesat_reports_rejected_total{protocol="lightstep",reason="too_large"}"#)
+        .await;
+    assert_eq!(too_large, 1.0);
+    well_behaved_client_loses_nothing(&cubesat, &capture, 14).await;
+}
+
+/// Lightstep JSON is decoded on the bounded blocking pool with its model paid for before it is
+/// built: a 1 MiB body of 350 k empty spans (hundreds of MiB as a decoded model) is refused
+/// 413 at once, a JSON report of ordinary shape is taken, and RSS stays within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lightstep_json_element_bomb_is_refused_413() {
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
+    let bomb = format!(r#"{{"spans":[{}]}}"#, vec!["{}"; 350_000].join(","));
+    let sends = (0..3).map(|_| {
+        let (bomb, addr) = (bomb.clone(), cubesat.ingest);
+        tokio::spawn(async move {
+            post(
+                addr,
+                "/api/v2/reports",
+                "application/json",
+                bomb.into_bytes(),
+                None,
+            )
+            .await
+        })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        let (status, body) = send.await.unwrap();
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("decodes to more than"), "{body}");
+    }
+    let good = r#"{"spans":[{"spanContext":{"traceId":"15","spanId":"1"},"operationName":"GET","durationMicros":"5"}]}"#;
+    let (status, body) = post(
+        cubesat.ingest,
+        "/api/v2/reports",
+        "application/json",
+        good.as_bytes().to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let spans = capture.wait_spans(1, Duration::from_secs(10)).await;
+    assert!(spans.iter().any(|(s, _)| s.operation_name == "GET"));
+    well_behaved_client_loses_nothing(&cubesat, &capture, 15).await;
     let peak = peak_rss(cubesat.pid());
     assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
 }

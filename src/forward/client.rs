@@ -1,5 +1,5 @@
 //! The upstream client: one HTTP/2 connection pool (`https://` over rustls, `http://` as h2c),
-//! a raw-bytes codec that writes a batch as the batcher laid it out, bounded concurrency, and
+//! each batch sent as the batcher laid it out (`send.rs`: span runs handed to HTTP/2 as references), bounded concurrency, and
 //! retry with exponential backoff and jitter.
 //!
 //! The access token leaves in `lightstep-access-token` metadata and (already written by the
@@ -11,18 +11,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use http::uri::PathAndQuery;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Code;
-use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
 use super::error::{ErrorSource, ForwardError};
-use crate::codec::RawCodec;
-use crate::pipeline::{Batch, BatchSink, Part, TOKEN_HEADER};
+use super::send;
+use crate::pipeline::{Batch, BatchSink, Part};
 use crate::telemetry::{self, DropReason};
 
 /// How to reach the upstream, from configuration.
@@ -105,7 +103,7 @@ pub struct LastError {
 }
 
 /// An error and its sources on one line: tonic's transport errors say little at the top.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
@@ -251,7 +249,13 @@ impl Upstream {
         self.inner.aborted.load(Ordering::Acquire)
     }
 
-    fn count_aborted(&self, spans: u64) {
+    /// Counts a batch abandoned at the drain timeout as dropped, unless it is spooled: then
+    /// it stays on disk for the next start.
+    fn count_aborted(&self, batch: &Batch) {
+        if batch.spooled.is_spooled() {
+            return;
+        }
+        let spans = u64::from(batch.spans);
         self.inner.aborted.fetch_add(spans, Ordering::AcqRel);
         telemetry::count_dropped(DropReason::Shutdown, spans);
     }
@@ -301,7 +305,7 @@ impl Upstream {
         let result = tokio::select! {
             result = retried => result,
             _ = self.inner.abort.cancelled() => {
-                self.count_aborted(spans);
+                self.count_aborted(&batch);
                 return;
             }
         };
@@ -313,6 +317,9 @@ impl Upstream {
                     .fetch_add(spans - rejected, Ordering::AcqRel);
                 metrics::counter!(telemetry::SPANS_FORWARDED).increment(spans - rejected);
                 telemetry::count_dropped(DropReason::UpstreamRejected, rejected);
+            }
+            Err(error) if error.retry_allowed() && batch.spooled.return_to_spool() => {
+                warn!(code = error.code_label(), message = %error.message, spans, "upstream batch returned to the spool: retries exhausted; it is read back later");
             }
             Err(error) if error.retry_allowed() => {
                 warn!(code = error.code_label(), message = %error.message, spans, "upstream batch dropped: retries exhausted");
@@ -353,23 +360,12 @@ impl Upstream {
     }
 
     async fn call(&self, batch: Arc<Batch>) -> Result<Bytes, ForwardError> {
-        let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone());
-        grpc.ready().await.map_err(|error| ForwardError {
-            code: Code::Unavailable,
-            message: error.to_string(),
-            origin: ErrorSource::Connection,
-        })?;
-        let token = AsciiMetadataValue::try_from(&batch.key.token[..]).ok();
-        let path = PathAndQuery::from_static(batch.key.protocol.grpc_path());
-        let mut request = tonic::Request::new(batch);
-        request.set_timeout(self.inner.settings.request_timeout);
-        if let Some(token) = token.filter(|t| !t.is_empty()) {
-            request.metadata_mut().insert(TOKEN_HEADER, token);
-        }
-        grpc.unary(request, path, RawCodec::default())
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| ForwardError::from_status(&status))
+        send::unary(
+            self.inner.channel.clone(),
+            batch,
+            self.inner.settings.request_timeout,
+        )
+        .await
     }
 }
 
@@ -380,7 +376,7 @@ impl BatchSink for Upstream {
         let slot = tokio::select! {
             slot = self.inner.slots.clone().acquire_owned() => slot,
             _ = self.inner.abort.cancelled() => {
-                self.count_aborted(u64::from(batch.spans));
+                self.count_aborted(&batch);
                 return;
             }
         };

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod send;
 
 pub use client::{CaRoots, LastError, Upstream, UpstreamHealth, UpstreamSettings};
 pub use error::{ErrorSource, ForwardError};

@@ -3,8 +3,11 @@
 //! Lightstep's `CollectorService/Report` is in `lightstep/grpc.rs`, OTLP's `Export` in
 //! `otlp/grpc.rs`.
 //!
-//! gzip requests are accepted, messages are limited to `max-message-bytes`, and handlers'
-//! [`Refused`] values become gRPC statuses here.
+//! The message is read by [`message::read_message`], not tonic's codec: its length prefix is
+//! checked against `max-message-bytes` and the budget before a byte of it is buffered, and
+//! gzip is inflated in charged steps. Handlers' [`Refused`] values become gRPC statuses here.
+
+mod message;
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -12,19 +15,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use prost::Message;
+use tonic::Status;
 use tonic::body::Body as TonicBody;
-use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::server::NamedService;
 
-use super::intake::Intake;
+use super::intake::{Intake, RefusalReason};
 use super::refused::Refused;
-use crate::codec::RawCodec;
-use crate::pipeline::Protocol;
+use crate::pipeline::{Charge, Protocol};
+use message::MessageError;
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
@@ -35,12 +38,14 @@ pub trait IngestMethod: Send + Sync + 'static {
     /// The reply message.
     type Reply: Message;
 
-    /// Hands `body` to `intake`; `received` is the arrival time.
+    /// Hands `body` to `intake`; `received` is the arrival time, `charge` the in-flight
+    /// charge that paid for reading it (see [`Intake::lightstep_report`]).
     fn handle(
         intake: &Intake,
         body: Bytes,
         metadata: &MetadataMap,
         received: SystemTime,
+        charge: Charge,
     ) -> Result<Self::Reply, Refused>;
 }
 
@@ -95,45 +100,56 @@ where
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let method = Unary::<M>(self.intake.clone(), PhantomData);
+        let intake = self.intake.clone();
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawCodec::<Bytes>::default())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max);
-            let mut response = grpc.unary(method, request).await;
-            too_large_is_resource_exhausted(&mut response);
-            Ok(response)
+            let received = SystemTime::now();
+            let (parts, body) = request.into_parts();
+            let budget = intake.ring().budget().clone();
+            let result = match message::read_message(body, &parts.headers, max, &budget).await {
+                Ok((body, charge)) => {
+                    let metadata = MetadataMap::from_headers(parts.headers);
+                    M::handle(&intake, body, &metadata, received, charge)
+                }
+                Err(error) => Err(refused(&intake, M::PROTOCOL, error)),
+            };
+            Ok(match result {
+                Ok(reply) => ok_response(&reply),
+                Err(refused) => refused.into_status().into_http(),
+            })
         })
     }
 }
 
-/// tonic refuses an over-limit message with `OUT_OF_RANGE`; gRPC (and Lightstep clients)
-/// expect `RESOURCE_EXHAUSTED`. Our handlers never send `OUT_OF_RANGE` themselves.
-fn too_large_is_resource_exhausted(response: &mut http::Response<TonicBody>) {
-    let headers = response.headers_mut();
-    if headers.get("grpc-status").map(http::HeaderValue::as_bytes) == Some(b"11") {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+/// Counts a message refused for its size or for room, and describes it.
+fn refused(intake: &Intake, protocol: Protocol, error: MessageError) -> Refused {
+    let reason = match error {
+        MessageError::TooLarge { .. } => Some(RefusalReason::TooLarge),
+        MessageError::Budget(_) => Some(RefusalReason::Budget),
+        _ => None,
+    };
+    tracing::debug!(%error, "refused gRPC request message");
+    if let Some(reason) = reason {
+        intake.count_refused(protocol, reason);
     }
+    error.into()
 }
 
-struct Unary<M>(Arc<Intake>, PhantomData<fn() -> M>);
-
-impl<M: IngestMethod> UnaryService<Bytes> for Unary<M> {
-    type Response = Bytes;
-    type Future = BoxFuture<Result<Response<Bytes>, Status>>;
-
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let received = SystemTime::now();
-        let result = M::handle(
-            &self.0,
-            request.get_ref().clone(),
-            request.metadata(),
-            received,
-        );
-        let result = result
-            .map(|reply| Response::new(Bytes::from(reply.encode_to_vec())))
-            .map_err(Refused::into_status);
-        Box::pin(async move { result })
-    }
+/// A unary success: the reply framed (uncompressed), then `grpc-status: 0` in trailers.
+fn ok_response(reply: &impl Message) -> http::Response<TonicBody> {
+    let len = reply.encoded_len();
+    let mut framed = BytesMut::with_capacity(5 + len);
+    framed.put_u8(0);
+    framed.put_u32(len as u32);
+    // Encoding into a buffer with room for the message cannot fail.
+    let _ = reply.encode(&mut framed);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = Full::new(framed.freeze()).with_trailers(async move { Some(Ok(trailers)) });
+    let mut response = http::Response::new(TonicBody::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }

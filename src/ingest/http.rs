@@ -9,7 +9,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
 use super::refused::Refused;
-use crate::pipeline::{Budget, BudgetFull, Charge, Part};
+use crate::pipeline::{Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
 
 /// What every HTTP ingest route needs: the door into the pipeline and the body size limit.
 #[derive(Clone)]
@@ -56,10 +56,6 @@ pub enum BodyError {
     Budget(#[from] BudgetFull),
 }
 
-/// Memory held per request besides its body (request head, buffers, bookkeeping), charged
-/// with every body so a flood of tiny requests is paid for too.
-pub const REQUEST_OVERHEAD: usize = 4 << 10;
-
 /// Decompressed output is read and charged in steps of this size.
 const INFLATE_STEP: usize = 64 << 10;
 
@@ -88,7 +84,9 @@ pub async fn collect_charged(
         return Err(BodyError::TooLarge { limit });
     }
     let declared = declared.map_or(0, |n| n as usize);
-    let mut charge = budget.reserve(Part::InFlight, REQUEST_OVERHEAD + declared, 0)?;
+    let mut charge = budget
+        .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD + declared, 0)
+        .await?;
     let mut buf = BytesMut::with_capacity(declared);
     let mut body = body;
     while let Some(frame) = body.frame().await {
@@ -174,7 +172,7 @@ pub fn decoded_body(
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
-    let (name, mut reader): (&'static str, Box<dyn Read + '_>) = match encoding.as_str() {
+    let compression = match encoding.as_str() {
         "" | "identity" => {
             return if body.len() > limit {
                 Err(BodyError::TooLarge { limit })
@@ -182,12 +180,36 @@ pub fn decoded_body(
                 Ok(body)
             };
         }
-        "gzip" | "x-gzip" => ("gzip", Box::new(flate2::read::GzDecoder::new(&body[..]))),
-        "deflate" => (
+        "gzip" | "x-gzip" => Compression::Gzip,
+        "deflate" => Compression::Deflate,
+        other => return Err(BodyError::Encoding(other.to_owned())),
+    };
+    inflate(compression, body, limit, charge)
+}
+
+/// A compression a request body (or gRPC message) may arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (`Content-Encoding: gzip`, `grpc-encoding: gzip`).
+    Gzip,
+    /// zlib (`Content-Encoding: deflate`).
+    Deflate,
+}
+
+/// Inflates `body`, never past `limit` bytes: the output is paid out of `charge` before it is
+/// allocated, step by step, and the compressed input given back after.
+pub fn inflate(
+    compression: Compression,
+    body: Bytes,
+    limit: usize,
+    charge: &mut Charge,
+) -> Result<Bytes, BodyError> {
+    let (name, mut reader): (&'static str, Box<dyn Read + '_>) = match compression {
+        Compression::Gzip => ("gzip", Box::new(flate2::read::GzDecoder::new(&body[..]))),
+        Compression::Deflate => (
             "deflate",
             Box::new(flate2::read::ZlibDecoder::new(&body[..])),
         ),
-        other => return Err(BodyError::Encoding(other.to_owned())),
     };
     // Read in steps, each paid for first, one byte past the limit to tell "exactly at" from
     // "over" (a zip bomb stops here).

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use metrics::Counter;
 
 use super::auth::{TokenError, TokenPolicy};
-use crate::pipeline::{BatchKey, Charge, Protocol, PushError, Ring};
+use crate::pipeline::{
+    BatchKey, Charge, Protocol, PushError, REPORT_OVERHEAD, REQUEST_OVERHEAD, Ring,
+};
 use crate::telemetry::{self, DropReason};
 use crate::translate::{self, TranslateError};
 use crate::wire::WireError;
@@ -98,6 +100,7 @@ struct ProtocolCounters {
     too_large: Counter,
     budget: Counter,
     refused: Counter,
+    spool_full: Counter,
     /// Spans translated from this protocol into the other one.
     translated: Counter,
 }
@@ -120,6 +123,7 @@ impl ProtocolCounters {
             too_large: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "too_large"),
             budget: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "budget"),
             refused: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "unavailable"),
+            spool_full: metrics::counter!(telemetry::REPORTS_REJECTED, "protocol" => p, "reason" => "spool_full"),
             translated: metrics::counter!(telemetry::SPANS_TRANSLATED, "from" => p, "to" => protocol.other().as_str()),
         }
     }
@@ -164,28 +168,32 @@ impl Intake {
         &self.ring
     }
 
-    /// Takes one encoded Lightstep `ReportRequest`; `header_token` is the transport's token.
+    /// Takes one encoded Lightstep `ReportRequest`; `header_token` is the transport's token,
+    /// `charge` the in-flight charge that paid for reading it: the buffer `body` lives in plus
+    /// [`REQUEST_OVERHEAD`]. An admitted report keeps that charge (moved to the ring, its
+    /// request overhead swapped for [`REPORT_OVERHEAD`]), so it is never counted twice.
     pub fn lightstep_report(
         &self,
         body: Bytes,
         header_token: Option<&[u8]>,
+        charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.lightstep;
         let scan = scan_report(&body, self.max_run_bytes).inspect_err(|error| {
             counters.malformed.increment(1);
             tracing::debug!(%error, "refused malformed report");
         })?;
-        let charge = body.len();
         self.lightstep_scanned(scan, header_token, charge)
     }
 
     /// Takes a Lightstep report already split into its parts (a streamed upload's header
-    /// fields and the spans that have arrived so far); `charge_bytes` is the memory it holds.
+    /// fields and the spans that have arrived so far); `charge` pays for the memory its slices
+    /// pin plus [`REQUEST_OVERHEAD`], as for [`Intake::lightstep_report`].
     pub fn lightstep_scanned(
         &self,
         scan: ReportScan,
         header_token: Option<&[u8]>,
-        charge_bytes: usize,
+        charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.lightstep;
         // Checked first, so a bad token is refused even in a report without spans.
@@ -215,7 +223,7 @@ impl Intake {
                 reporter: scan.reporter,
                 timestamp_offset_micros: scan.timestamp_offset_micros,
             };
-            self.admit(counters, key, scan.spans, charge_bytes)?
+            self.admit(counters, key, scan.spans, charge)?
         };
         counters.admitted(client_dropped);
         if let (Some(tee), Some((reporter, runs, offset))) = (&self.tee, teed) {
@@ -249,11 +257,13 @@ impl Intake {
     }
 
     /// Takes one encoded OTLP `ExportTraceServiceRequest`; OTLP carries its token only in
-    /// the transport's `lightstep-access-token` header.
+    /// the transport's `lightstep-access-token` header. `charge` is as for
+    /// [`Intake::lightstep_report`].
     pub fn otlp_export(
         &self,
         body: Bytes,
         header_token: Option<&[u8]>,
+        charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let counters = &self.otlp;
         let spans = scan_export(&body, self.max_run_bytes).inspect_err(|error| {
@@ -277,7 +287,6 @@ impl Intake {
                 reporter: Bytes::new(),
                 timestamp_offset_micros: 0,
             };
-            let charge = body.len();
             self.admit(counters, key, spans, charge)?
         };
         counters.admitted(0);
@@ -308,7 +317,13 @@ impl Intake {
             reporter: Bytes::new(),
             timestamp_offset_micros: 0,
         };
-        let accepted = self.admit(counters, key, spans, translated.body.len())?;
+        // The translation is a new buffer: it is charged on its own, and the request's charge
+        // (the caller's) is given back once the request is dropped.
+        let charge = self
+            .ring
+            .reserve(translated.body.len() + REPORT_OVERHEAD, 0)
+            .map_err(|error| self.refused(counters, error, u64::from(spans.count)))?;
+        let accepted = self.admit_settled(counters, key, spans, charge)?;
         counters.translated.increment(u64::from(accepted.spans));
         Ok(accepted)
     }
@@ -339,7 +354,7 @@ impl Intake {
             // Charges taken so far are given back when `admitted` drops.
             let charge = self
                 .ring
-                .reserve(report.body.len(), u64::from(report.spans))
+                .reserve(report.body.len() + REPORT_OVERHEAD, u64::from(report.spans))
                 .map_err(|error| self.refused(counters, error, u64::from(count)))?;
             admitted.push((key, scan.spans, charge));
         }
@@ -377,30 +392,47 @@ impl Intake {
 
     /// Counts a refusal of `spans` spans by the ring.
     fn refused(&self, counters: &ProtocolCounters, error: PushError, spans: u64) -> IngestError {
-        counters.refused.increment(1);
         let reason = match error {
             PushError::Full { .. } => DropReason::BufferFull,
             PushError::Closed => DropReason::Shutdown,
+            PushError::Spool(_) => DropReason::SpoolFull,
         };
+        match reason {
+            DropReason::SpoolFull => counters.spool_full.increment(1),
+            _ => counters.refused.increment(1),
+        }
         telemetry::count_dropped(reason, spans);
         error.into()
     }
 
-    /// Charges the buffer for a request of `charge_bytes` and pushes its spans.
+    /// Hands the request's in-flight charge over to the ring with its spans: the span slices
+    /// keep the whole request buffer alive, so that buffer stays charged, and the request's
+    /// overhead becomes a report's. Nothing is reserved a second time.
     fn admit(
         &self,
         counters: &ProtocolCounters,
         key: BatchKey,
         spans: SpanRuns,
-        charge_bytes: usize,
+        mut charge: Charge,
+    ) -> Result<Accepted, IngestError> {
+        let pinned = charge.bytes().saturating_sub(REQUEST_OVERHEAD);
+        if let Err(full) = charge.resize(pinned + REPORT_OVERHEAD) {
+            return Err(self.refused(counters, full.into(), u64::from(spans.count)));
+        }
+        self.admit_settled(counters, key, spans, charge)
+    }
+
+    /// Pushes spans with a charge already sized for them.
+    fn admit_settled(
+        &self,
+        counters: &ProtocolCounters,
+        key: BatchKey,
+        spans: SpanRuns,
+        mut charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let count = spans.count;
-        // The span slices keep the whole request buffer alive, so that is what is charged.
-        let pushed = self
-            .ring
-            .reserve(charge_bytes, u64::from(count))
-            .and_then(|charge| self.ring.push(key, spans, charge));
-        if let Err(error) = pushed {
+        charge.hold_spans(u64::from(count));
+        if let Err(error) = self.ring.push(key, spans, charge) {
             return Err(self.refused(counters, error, u64::from(count)));
         }
         counters.spans.increment(u64::from(count));

@@ -119,6 +119,9 @@ impl From<IngestError> for Refused {
             IngestError::Unavailable(e @ PushError::Full { .. }) => {
                 Refused::unavailable(format!("satellite is overloaded ({e}); retry later"))
             }
+            IngestError::Unavailable(PushError::Spool(e)) => Refused::unavailable(format!(
+                "satellite cannot spool the report ({e}); retry later"
+            )),
             // A token is a credential: clients (and Lightstep's own collectors) treat a bad
             // one as UNAUTHENTICATED, and neither gRPC nor OTel clients retry it.
             IngestError::Token(_) => Refused::new(

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, BatchKey, Budget, Charge, Part, Report};
+use super::{Batch, BatchKey, Budget, Charge, Part, Report, Spooled};
 
 /// When a batch is full enough, or old enough, to send.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,7 @@ struct OpenBatch {
     bytes: usize,
     opened: Instant,
     charge: Charge,
+    spooled: Spooled,
 }
 
 /// One batcher task's state: the open batches of one ring shard.
@@ -161,6 +162,7 @@ impl<S: BatchSink> Batcher<S> {
             key,
             spans,
             mut charge,
+            spooled,
         } = report;
         if spans.count == 0 {
             return;
@@ -177,6 +179,7 @@ impl<S: BatchSink> Batcher<S> {
                 open.spans += spans.count;
                 open.bytes += spans.bytes;
                 open.charge.absorb(charge);
+                open.spooled.absorb(spooled);
                 open.spans >= self.limits.max_spans || open.bytes >= self.limits.max_bytes
             }
             None => {
@@ -189,6 +192,7 @@ impl<S: BatchSink> Batcher<S> {
                     runs: spans.runs,
                     opened: Instant::now(),
                     charge,
+                    spooled,
                 };
                 self.open.insert(key.clone(), open);
                 full
@@ -230,6 +234,7 @@ impl<S: BatchSink> Batcher<S> {
             runs: open.runs,
             spans: open.spans,
             charge: open.charge,
+            spooled: open.spooled,
         };
         self.sink.submit(batch).await;
     }
@@ -301,6 +306,7 @@ mod tests {
             },
             charge: ring.reserve(buf.len(), scan.spans.count as u64).unwrap(),
             spans: scan.spans,
+            spooled: Default::default(),
         }
     }
 

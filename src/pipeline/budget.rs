@@ -16,13 +16,37 @@
 //!
 //! Never allocates on behalf of a charge: it only counts, so callers reserve first and allocate
 //! second.
+//!
+//! Admission may wait, briefly ([`ADMISSION_WAIT`]), for room the pipeline is about to give
+//! back: when the bytes held downstream of ingest (ring, batches, upstream) would cover a
+//! reservation once delivered, and the pipeline has given bytes back within the last
+//! [`ADMISSION_WAIT`] (the upstream is answering), a request waits for them instead of being
+//! refused, so a momentary peak (a round of upstream requests in flight) slows clients down
+//! rather than failing them. Room held by other bodies still being read, or by a pipeline that
+//! is not draining (the upstream hangs or is down), is not waited for: that refusal comes at
+//! once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::telemetry;
+
+/// Memory held per request besides its body while it is read and parsed (request head, h2
+/// stream state, buffers, bookkeeping), charged in flight with every body so a flood of tiny
+/// requests is paid for too.
+pub const REQUEST_OVERHEAD: usize = 4 << 10;
+
+/// Memory held per admitted report besides the buffer its spans pin (the report and batch
+/// entries, its slices' handles, allocator rounding), charged with it from admission until
+/// its spans are delivered or dropped. Measured: a million 2-byte reports over gRPC and
+/// HTTP/1 with the upstream hanging stay within the budget (`tests/memory_budget.rs`).
+pub const REPORT_OVERHEAD: usize = 512;
+
+/// How long a request may wait for room the pipeline is giving back before it is refused.
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(500);
 
 /// Fraction of the budget above which open batches are flushed at once (below the low-water
 /// mark, so batches leave before readiness drops).
@@ -87,10 +111,23 @@ struct Shared {
     part_gauges: [metrics::Gauge; 4],
     refusals: [metrics::Counter; 4],
     pressure: Notify,
+    /// Requests waiting for room, and how they hear of it.
+    waiting: AtomicUsize,
+    released: Notify,
+    /// When the pipeline (not ingest) last gave bytes back, in milliseconds since `started`.
+    drained_at_ms: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Shared {
     fn take(&self, part: Part, bytes: usize) -> Result<(), BudgetFull> {
+        self.try_take(part, bytes).inspect_err(|_| {
+            self.refusals[part.index()].increment(1);
+        })
+    }
+
+    /// Takes `bytes` if they fit, without counting a refusal.
+    fn try_take(&self, part: Part, bytes: usize) -> Result<(), BudgetFull> {
         let result = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -110,14 +147,11 @@ impl Shared {
                 self.add_part(part, bytes);
                 Ok(())
             }
-            Err(used) => {
-                self.refusals[part.index()].increment(1);
-                Err(BudgetFull {
-                    needed: bytes,
-                    free: self.capacity.saturating_sub(used),
-                    capacity: self.capacity,
-                })
-            }
+            Err(used) => Err(BudgetFull {
+                needed: bytes,
+                free: self.capacity.saturating_sub(used),
+                capacity: self.capacity,
+            }),
         }
     }
 
@@ -128,6 +162,56 @@ impl Shared {
         }
         self.gauge.set(now as f64);
         self.sub_part(part, bytes);
+        if part != Part::InFlight {
+            self.drained_at_ms
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        }
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Whether `needed` more bytes would fit once what the pipeline holds downstream of ingest
+    /// (ring, batches, upstream) is given back.
+    fn drain_would_cover(&self, needed: usize) -> bool {
+        let in_flight = self.by_part[Part::InFlight.index()].load(Ordering::Acquire);
+        let since_drained = (self.started.elapsed().as_millis() as u64)
+            .saturating_sub(self.drained_at_ms.load(Ordering::Acquire));
+        in_flight.saturating_add(needed) <= self.capacity
+            && since_drained <= ADMISSION_WAIT.as_millis() as u64
+    }
+
+    /// Takes `bytes`, waiting up to [`ADMISSION_WAIT`] while the pipeline's own holdings would
+    /// make room.
+    async fn take_waiting(&self, part: Part, bytes: usize) -> Result<(), BudgetFull> {
+        // The common case: room now, no waiter registered.
+        if self.try_take(part, bytes).is_ok() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        loop {
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let full = match self.try_take(part, bytes) {
+                Ok(()) => {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(());
+                }
+                Err(full) => full,
+            };
+            let waited = if self.drain_would_cover(bytes) {
+                tokio::time::timeout_at(deadline, released).await.is_ok()
+            } else {
+                false
+            };
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            if !waited {
+                self.refusals[part.index()].increment(1);
+                return Err(full);
+            }
+        }
     }
 
     fn add_part(&self, part: Part, bytes: usize) {
@@ -172,6 +256,10 @@ impl Budget {
                 part_gauges,
                 refusals,
                 pressure: Notify::new(),
+                waiting: AtomicUsize::new(0),
+                released: Notify::new(),
+                drained_at_ms: AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -180,6 +268,24 @@ impl Budget {
     /// cover it.
     pub fn reserve(&self, part: Part, bytes: usize, spans: u64) -> Result<Charge, BudgetFull> {
         self.shared.take(part, bytes)?;
+        self.shared.spans.fetch_add(spans, Ordering::AcqRel);
+        Ok(Charge {
+            budget: self.shared.clone(),
+            part,
+            bytes,
+            spans,
+        })
+    }
+
+    /// Reserves like [`Budget::reserve`], but waits up to [`ADMISSION_WAIT`] for room the
+    /// pipeline is giving back (never for room other requests hold).
+    pub async fn reserve_waiting(
+        &self,
+        part: Part,
+        bytes: usize,
+        spans: u64,
+    ) -> Result<Charge, BudgetFull> {
+        self.shared.take_waiting(part, bytes).await?;
         self.shared.spans.fetch_add(spans, Ordering::AcqRel);
         Ok(Charge {
             budget: self.shared.clone(),
@@ -257,6 +363,14 @@ impl Charge {
         Ok(())
     }
 
+    /// Grows like [`Charge::try_grow`], but waits up to [`ADMISSION_WAIT`] for room the
+    /// pipeline is giving back (never for room other requests hold).
+    pub async fn grow_waiting(&mut self, bytes: usize) -> Result<(), BudgetFull> {
+        self.budget.take_waiting(self.part, bytes).await?;
+        self.bytes += bytes;
+        Ok(())
+    }
+
     /// Gives `bytes` of the share back now (at most what it holds).
     pub fn shrink(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
@@ -272,6 +386,17 @@ impl Charge {
             self.budget.sub_part(self.part, self.bytes);
             self.budget.add_part(part, self.bytes);
             self.part = part;
+        }
+    }
+
+    /// Grows or shrinks the share to exactly `bytes`; refused, and unchanged, when growing
+    /// cannot be covered.
+    pub fn resize(&mut self, bytes: usize) -> Result<(), BudgetFull> {
+        if bytes > self.bytes {
+            self.try_grow(bytes - self.bytes)
+        } else {
+            self.shrink(self.bytes - bytes);
+            Ok(())
         }
     }
 
@@ -364,6 +489,29 @@ mod tests {
         assert_eq!(body.bytes(), 0);
         drop(body);
         assert_eq!((budget.used_bytes(), budget.held_spans()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admission_waits_for_room_the_pipeline_gives_back_but_not_for_bodies() {
+        let budget = Budget::new(100, 0.8, 0.5);
+        let upstream = budget.reserve(Part::Upstream, 90, 1).unwrap();
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.reserve_waiting(Part::InFlight, 50, 0).await })
+        };
+        tokio::time::sleep(ADMISSION_WAIT / 2).await;
+        drop(upstream); // delivered: the waiting request gets its room
+        assert_eq!(waiter.await.unwrap().unwrap().bytes(), 50);
+        // Room held by bodies being read is not waited for: refused at once.
+        let body = budget.reserve(Part::InFlight, 90, 0).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(budget.reserve_waiting(Part::InFlight, 50, 0).await.is_err());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Nor is room the pipeline keeps past the wait.
+        drop(body);
+        let _stuck = budget.reserve(Part::Batches, 90, 1).unwrap();
+        assert!(budget.reserve_waiting(Part::InFlight, 50, 0).await.is_err());
+        assert_eq!(started.elapsed(), ADMISSION_WAIT);
     }
 
     #[test]

@@ -9,14 +9,16 @@ pub mod batcher;
 pub mod budget;
 pub mod protocol;
 pub mod ring;
+pub mod spool;
 
 use bytes::Bytes;
 
 pub use arena::Arena;
 pub use batcher::{BatchLimits, BatchSink, Batcher};
-pub use budget::{Budget, BudgetFull, Charge, Part};
+pub use budget::{Budget, BudgetFull, Charge, Part, REPORT_OVERHEAD, REQUEST_OVERHEAD};
 pub use protocol::{Protocol, TOKEN_HEADER};
 pub use ring::{PushError, Ring, RingConfig};
+pub use spool::{Spool, SpoolConfig, SpoolFull, Spooled};
 
 use crate::wire::report::SpanRuns;
 
@@ -43,6 +45,8 @@ pub struct Report {
     pub spans: SpanRuns,
     /// Its share of the buffer budget, released when the spans are done with.
     pub charge: Charge,
+    /// Its spool record, acknowledged when the spans are done with (empty without a spool).
+    pub spooled: Spooled,
 }
 
 /// A ready-to-send upstream request: a header and span runs, concatenated on the wire.
@@ -58,6 +62,8 @@ pub struct Batch {
     pub spans: u32,
     /// Budget held until the batch is delivered or dropped.
     pub charge: Charge,
+    /// Spool records of its reports, acknowledged when it is delivered or dropped.
+    pub spooled: Spooled,
 }
 
 impl Batch {

@@ -13,6 +13,9 @@
 //! returned when they are delivered or dropped, so the budget bounds all memory the pipeline
 //! holds. Above the high-water mark the ring reports "not ready" until it falls back below the
 //! low-water mark, so load balancers shift traffic before clients are refused.
+//!
+//! With a spool ([`Ring::with_spool`], `--spool-dir`), a push first writes the report to disk
+//! and, past the spill mark, leaves it there instead of in memory ([`super::spool`]).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::arena::Arena;
 use super::budget::{Budget, BudgetFull, Charge, Part};
+use super::spool::{Spool, SpoolFull, Spooled};
 use super::{BatchKey, Report};
 use crate::telemetry;
 use crate::wire::report::SpanRuns;
@@ -54,6 +58,9 @@ pub enum PushError {
     /// The pipeline is draining for shutdown.
     #[error("shutting down")]
     Closed,
+    /// The spool (`--spool-dir`) has no room for the report.
+    #[error(transparent)]
+    Spool(#[from] SpoolFull),
 }
 
 impl From<BudgetFull> for PushError {
@@ -74,6 +81,7 @@ pub struct Ring {
     hasher: std::collections::hash_map::RandomState,
     arena: Option<Arena>,
     fallbacks: metrics::Counter,
+    spool: Option<Spool>,
 }
 
 impl Ring {
@@ -97,13 +105,25 @@ impl Ring {
             hasher: Default::default(),
             arena: None,
             fallbacks: metrics::counter!(telemetry::RING_FALLBACKS),
+            spool: None,
         };
         (ring, receivers)
     }
 
+    /// Writes every pushed report to `spool` before [`Ring::push`] returns (so before the
+    /// client hears OK), and lets reports wait there while the budget is past its spill mark.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
     /// Reserves `bytes` of budget for a report of `spans` spans (the request buffer it slices).
+    /// With a spool, a report the budget cannot hold gets a charge of no bytes: it is spilled.
     pub fn reserve(&self, bytes: usize, spans: u64) -> Result<Charge, PushError> {
-        Ok(self.budget.reserve(Part::Ring, bytes, spans)?)
+        match self.budget.reserve(Part::Ring, bytes, spans) {
+            Err(_) if self.spool.is_some() => Ok(self.budget.reserve(Part::Ring, 0, spans)?),
+            reserved => Ok(reserved?),
+        }
     }
 
     /// The one memory budget the ring draws from, shared with ingest and the exporter.
@@ -120,15 +140,47 @@ impl Ring {
     ) -> Result<(), PushError> {
         // Whatever part it was reserved for (a body read at ingest), it is held by the ring now.
         charge.move_to(Part::Ring);
+        let Some(spooled) = self.spool_write(&key, &spans, &charge)? else {
+            return Ok(());
+        };
         let spans = self.copy_in(spans, &mut charge);
+        let report = Report {
+            key,
+            spans,
+            charge,
+            spooled,
+        };
+        self.send(report).map_err(|_| PushError::Closed)
+    }
+
+    /// Hands a report to the batcher that owns its key; gives it back when the batchers are
+    /// gone (shutdown).
+    pub fn send(&self, report: Report) -> Result<(), Box<Report>> {
         let shard = if self.shards.len() == 1 {
             0
         } else {
-            (self.hasher.hash_one(&key) % self.shards.len() as u64) as usize
+            (self.hasher.hash_one(&report.key) % self.shards.len() as u64) as usize
         };
         self.shards[shard]
-            .send(Report { key, spans, charge })
-            .map_err(|_| PushError::Closed)
+            .send(report)
+            .map_err(|refused| Box::new(refused.0))
+    }
+
+    /// With a spool, writes the report's record: `Some(ticket)` when it stays in memory too,
+    /// `None` when it was spilled (it waits on disk; the caller drops its memory). Without a
+    /// spool, an empty ticket.
+    fn spool_write(
+        &self,
+        key: &BatchKey,
+        spans: &SpanRuns,
+        charge: &Charge,
+    ) -> Result<Option<Spooled>, PushError> {
+        let Some(spool) = &self.spool else {
+            return Ok(Some(Spooled::default()));
+        };
+        let hold = charge.bytes() > 0 && spool.keeps_in_memory(&self.budget);
+        let spooled = spool.write(key, spans, hold)?;
+        Ok(hold.then_some(spooled))
     }
 
     /// Writes the runs into the region (once) and charges only their bytes; unchanged when
@@ -151,6 +203,11 @@ impl Ring {
             .map(|(run, at)| record.slice(at..at + run.len()))
             .collect();
         SpanRuns { runs, ..spans }
+    }
+
+    /// The spool every report is written to, if any.
+    pub fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
     }
 
     /// Bytes in use now.

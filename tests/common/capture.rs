@@ -30,6 +30,8 @@ impl Captured {
 pub enum Answer {
     Ok,
     Fail(tonic::Code),
+    /// Hold each request unanswered (and unrecorded) until the answer changes.
+    Hang,
 }
 
 /// A CollectorService upstream that records raw requests.
@@ -245,6 +247,15 @@ impl UnaryService<Bytes> for CaptureReport {
         let answer = *self.0.answer.lock().unwrap();
         if let Answer::Fail(code) = answer {
             return Box::pin(async move { Err(Status::new(code, "capture told to fail")) });
+        }
+        if answer == Answer::Hang {
+            let mut this = CaptureReport(self.0.clone(), self.1.clone(), self.2.clone());
+            return Box::pin(async move {
+                while *this.0.answer.lock().unwrap() == Answer::Hang {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                this.call(req).await
+            });
         }
         let token_header = req
             .metadata()

@@ -119,6 +119,12 @@ impl Cubesat {
         }
     }
 
+    /// Kills the process with SIGKILL (no drain, nothing flushed) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path).await
@@ -241,4 +247,17 @@ pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         p.join("server.pem"),
         p.join("server-key.pem"),
     )
+}
+
+/// Peak resident set of process `pid` in bytes (`VmHWM` in /proc/PID/status), printed.
+#[allow(dead_code)]
+pub fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
+    kb << 10
 }

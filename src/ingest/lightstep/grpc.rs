@@ -10,7 +10,7 @@ use crate::ingest::auth;
 use crate::ingest::grpc::IngestMethod;
 use crate::ingest::intake::Intake;
 use crate::ingest::refused::Refused;
-use crate::pipeline::Protocol;
+use crate::pipeline::{Charge, Protocol};
 use crate::proto::collector::ReportResponse;
 
 /// `lightstep.collector.CollectorService/Report`.
@@ -25,8 +25,9 @@ impl IngestMethod for Report {
         body: Bytes,
         metadata: &MetadataMap,
         received: SystemTime,
+        charge: Charge,
     ) -> Result<ReportResponse, Refused> {
-        intake.lightstep_report(body, auth::header_token_metadata(metadata))?;
+        intake.lightstep_report(body, auth::header_token_metadata(metadata), charge)?;
         Ok(report_response(received))
     }
 }

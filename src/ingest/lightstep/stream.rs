@@ -4,14 +4,19 @@
 //!
 //! Spans enter the pipeline as their fields complete, while the upload is still open; chunk
 //! boundaries are not trusted (fields are split from the byte stream itself). Memory per
-//! stream is one incomplete field at most, bounded by `max-message-bytes`. A stream cut off
-//! mid-way keeps every complete span; the partial one is counted as dropped.
+//! stream is its head (the non-span fields: reporter, auth, internal metrics), at most
+//! `max-message-bytes` in all, and one incomplete field, at most `max-message-bytes`; both are
+//! charged in flight as they grow. The head is scanned in place when it changes, not copied
+//! per frame, and the reports cut from the stream pin only their spans and a copy of the
+//! reporter (shared while it does not change), never the head. A stream cut off mid-way keeps
+//! every complete span; the partial one is counted as dropped.
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::ingest::intake::{IngestError, Intake};
+use crate::ingest::intake::{IngestError, Intake, RefusalReason};
 use crate::ingest::refused::Refused;
+use crate::pipeline::{BudgetFull, Charge, Part, Protocol, REQUEST_OVERHEAD};
 use crate::wire::WireError;
 use crate::wire::report::{ReportScan, SpanRuns, check_span_field, scan_report};
 
@@ -30,6 +35,15 @@ pub enum StreamError {
         /// The limit.
         limit: usize,
     },
+    /// The non-span fields together are larger than `max-message-bytes`.
+    #[error("the streamed report's non-span fields are larger than the {limit}-byte limit")]
+    HeadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The memory budget cannot hold the stream's buffers now; retry later.
+    #[error("cannot take the stream now: {0}")]
+    Budget(#[from] BudgetFull),
     /// The client went away before the terminal chunk.
     #[error("stream cut off: {0}")]
     Cut(String),
@@ -39,7 +53,10 @@ impl From<StreamError> for Refused {
     fn from(error: StreamError) -> Self {
         match error {
             StreamError::Ingest(error) => error.into(),
-            StreamError::TooLarge { .. } => Refused::too_large(error),
+            StreamError::TooLarge { .. } | StreamError::HeadTooLarge { .. } => {
+                Refused::too_large(error)
+            }
+            StreamError::Budget(_) => Refused::unavailable(error),
             StreamError::Malformed(_) | StreamError::Cut(_) => Refused::bad_request(error),
         }
     }
@@ -52,12 +69,36 @@ const SPANS_TAG: u8 = 0x1a;
 pub async fn upload(
     intake: &Intake,
     header_token: Option<Bytes>,
+    body: axum::body::Body,
+    max_field: usize,
+) -> Result<(), StreamError> {
+    read(intake, header_token, body, max_field)
+        .await
+        .inspect_err(|error| {
+            let reason = match error {
+                StreamError::TooLarge { .. } | StreamError::HeadTooLarge { .. } => {
+                    RefusalReason::TooLarge
+                }
+                StreamError::Budget(_) => RefusalReason::Budget,
+                _ => return,
+            };
+            intake.count_refused(Protocol::Lightstep, reason);
+        })
+}
+
+async fn read(
+    intake: &Intake,
+    header_token: Option<Bytes>,
     mut body: axum::body::Body,
     max_field: usize,
 ) -> Result<(), StreamError> {
+    let budget = intake.ring().budget();
+    // The stream's own buffers (head and incomplete field), paid for as they grow.
+    let mut held = budget.reserve(Part::InFlight, REQUEST_OVERHEAD, 0)?;
     let mut pending = BytesMut::new();
     let mut head = BytesMut::new();
     let mut head_scan: Option<ReportScan> = None;
+    let mut reporter = Bytes::new();
     loop {
         let data = match body.frame().await {
             None => break,
@@ -72,6 +113,7 @@ pub async fn upload(
                 return Err(StreamError::Cut(error.to_string()));
             }
         };
+        held.resize(REQUEST_OVERHEAD + head.capacity() + pending.len() + data.len())?;
         pending.extend_from_slice(&data);
         let mut spans = SpanRuns::default();
         while let Some((number, len)) = crate::wire::complete_field(&pending)? {
@@ -82,6 +124,10 @@ pub async fn upload(
                 spans.bytes += field.len();
                 spans.runs.push(field);
             } else {
+                if head.len() + field.len() > max_field {
+                    return Err(StreamError::HeadTooLarge { limit: max_field });
+                }
+                held.resize(REQUEST_OVERHEAD + head.len() + field.len() + pending.capacity())?;
                 head.extend_from_slice(&field);
                 head_scan = None;
             }
@@ -89,12 +135,13 @@ pub async fn upload(
         if pending.len() > max_field {
             return Err(StreamError::TooLarge { limit: max_field });
         }
+        held.resize(REQUEST_OVERHEAD + head.capacity() + pending.capacity())?;
         if spans.count > 0 {
             let scan = match &mut head_scan {
                 Some(scan) => scan,
-                None => head_scan.insert(scan_report(&Bytes::copy_from_slice(&head), usize::MAX)?),
+                None => head_scan.insert(scan_head(&mut head, &mut reporter)?),
             };
-            let charge = spans.bytes;
+            let charge = report_charge(intake, spans.bytes + scan.reporter.len())?;
             let report = ReportScan {
                 spans,
                 ..scan.clone()
@@ -113,8 +160,38 @@ pub async fn upload(
     if head_scan.is_none() && !head.is_empty() {
         // A stream with header fields and no spans: still a report (clients' first reports
         // are often empty), counted like one.
-        let scan = scan_report(&head.freeze(), usize::MAX)?;
-        intake.lightstep_scanned(scan, header_token.as_deref(), 0)?;
+        let scan = scan_head(&mut head, &mut reporter)?;
+        let charge = report_charge(intake, scan.reporter.len())?;
+        intake.lightstep_scanned(scan, header_token.as_deref(), charge)?;
     }
     Ok(())
+}
+
+/// The in-flight charge of one cut of the stream: what its slices pin, plus a request's
+/// overhead (which the intake swaps for a report's).
+fn report_charge(intake: &Intake, pinned: usize) -> Result<Charge, StreamError> {
+    Ok(intake
+        .ring()
+        .budget()
+        .reserve(Part::InFlight, pinned + REQUEST_OVERHEAD, 0)?)
+}
+
+/// Scans the head in place (no copy of it) and gives it back; the scan's reporter and token
+/// are copied out, so reports never pin the head. `reporter` is the copy made last time,
+/// reused while the reporter is unchanged.
+fn scan_head(head: &mut BytesMut, reporter: &mut Bytes) -> Result<ReportScan, WireError> {
+    let frozen = std::mem::take(head).freeze();
+    let scanned = scan_report(&frozen, usize::MAX);
+    let scan = scanned.map(|mut scan| {
+        if scan.reporter != *reporter {
+            *reporter = Bytes::copy_from_slice(&scan.reporter);
+        }
+        scan.reporter = reporter.clone();
+        scan.access_token = scan.access_token.map(|t| Bytes::copy_from_slice(&t));
+        scan
+    });
+    *head = frozen
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    scan
 }

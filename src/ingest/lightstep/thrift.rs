@@ -33,7 +33,7 @@ use crate::ingest::intake::Intake;
 use crate::ingest::intake::RefusalReason;
 use crate::ingest::refused::Refused;
 use crate::ingest::{auth, blocking};
-use crate::pipeline::{Charge, Protocol};
+use crate::pipeline::{Charge, Protocol, REQUEST_OVERHEAD};
 use crate::proto::collector as pb;
 use meter::ModelMeter;
 use tonic::Code;
@@ -151,8 +151,8 @@ async fn decode_report<X: Send + 'static>(
         charge.try_grow(len).map_err(ThriftError::Budget)?;
         let encoded = Bytes::from(request.encode_to_vec());
         drop((request, body));
-        // Only the encoded request is held from here on.
-        charge.shrink(charge.bytes().saturating_sub(len));
+        // Only the encoded request (and the request's overhead) is held from here on.
+        charge.shrink(charge.bytes().saturating_sub(len + REQUEST_OVERHEAD));
         Ok((encoded, extra, charge))
     })
     .await
@@ -166,9 +166,16 @@ async fn decode_report<X: Send + 'static>(
     decoded.map_err(|error| refused(route, error))
 }
 
-/// Hands an encoded report to the intake.
-fn ingest(route: &Route, request: Bytes, header_token: Option<&[u8]>) -> Result<(), Refused> {
-    route.intake.lightstep_report(request, header_token)?;
+/// Hands an encoded report to the intake with the charge that pays for it.
+fn ingest(
+    route: &Route,
+    request: Bytes,
+    header_token: Option<&[u8]>,
+    charge: Charge,
+) -> Result<(), Refused> {
+    route
+        .intake
+        .lightstep_report(request, header_token, charge)?;
     Ok(())
 }
 
@@ -178,14 +185,14 @@ async fn json_report(State(route): State<Route>, request: Request) -> Result<Res
     // These clients send the token only in the header.
     let header_token = auth::header_token(&headers);
     let token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
-    let (request, (), _charge) = decode_report(&route, body, charge, |body, meter| {
+    let (request, (), charge) = decode_report(&route, body, charge, |body, meter| {
         Ok((
             to_report_request(parse_json_metered(body, meter)?, token)?,
             (),
         ))
     })
     .await?;
-    ingest(&route, request, header_token)?;
+    ingest(&route, request, header_token, charge)?;
     // The JS tracer feeds `timing` to its clock filter; `errors` must stay empty on success.
     let body = serde_json::json!({
         "timing": {
@@ -207,14 +214,14 @@ async fn binary_report(State(route): State<Route>, request: Request) -> Result<R
     let (headers, body, charge) = body_of(&route, request).await?;
     let header_token = auth::header_token(&headers);
     let fallback_token = header_token.map(|t| String::from_utf8_lossy(t).into_owned());
-    let (request, (name, seqid), _charge) = decode_report(&route, body, charge, |body, meter| {
+    let (request, (name, seqid), charge) = decode_report(&route, body, charge, |body, meter| {
         let call = binary::read_call_metered(body, meter)?;
         let token = call.access_token.or(fallback_token);
         let request = to_report_request(call.report, token)?;
         Ok((request, (call.name, call.seqid)))
     })
     .await?;
-    ingest(&route, request, header_token)?;
+    ingest(&route, request, header_token, charge)?;
     let reply = binary::write_reply(&name, seqid, micros(received), micros(SystemTime::now()))
         .map_err(|error| refused(&route, error))?;
     Ok(([(header::CONTENT_TYPE, "application/x-thrift")], reply).into_response())

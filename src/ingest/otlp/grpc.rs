@@ -13,7 +13,7 @@ use crate::ingest::auth;
 use crate::ingest::grpc::IngestMethod;
 use crate::ingest::intake::Intake;
 use crate::ingest::refused::Refused;
-use crate::pipeline::Protocol;
+use crate::pipeline::{Charge, Protocol};
 
 /// `TraceService/Export`.
 pub struct Export;
@@ -27,8 +27,9 @@ impl IngestMethod for Export {
         body: Bytes,
         metadata: &MetadataMap,
         _received: SystemTime,
+        charge: Charge,
     ) -> Result<ExportTraceServiceResponse, Refused> {
-        intake.otlp_export(body, auth::header_token_metadata(metadata))?;
+        intake.otlp_export(body, auth::header_token_metadata(metadata), charge)?;
         // Full success: `partial_success` stays unset, as the OTLP specification asks.
         Ok(ExportTraceServiceResponse::default())
     }

@@ -80,14 +80,14 @@ async fn take(
     body: axum::body::Body,
     encoding: Encoding,
 ) -> Result<(), Refused> {
-    let (body, _charge) = route.read_body(Protocol::Otlp, headers, body).await?;
+    let (body, charge) = route.read_body(Protocol::Otlp, headers, body).await?;
     let body = match encoding {
         Encoding::Protobuf => body,
         Encoding::Json => json_to_protobuf(&body)?,
     };
     route
         .intake
-        .otlp_export(body, auth::header_token(headers))?;
+        .otlp_export(body, auth::header_token(headers), charge)?;
     Ok(())
 }
 

@@ -1,0 +1,651 @@
+//! The crash-safe spool (`--spool-dir`, `--spool-bytes`): a write-ahead log of every admitted
+//! report, so what a client heard OK for survives `kill -9` and restarts, and a place for
+//! reports to wait on disk while the memory budget is full.
+//!
+//! **Writing.** With a spool, [`crate::pipeline::Ring::push`] appends each report's record to
+//! the active segment file before it returns, that is before the client hears OK: one
+//! vectored `write` of the record's head and the span runs as they are ([`segment`]), under
+//! one short lock. Once it returns the record is in the kernel's page cache and survives the
+//! process dying at any instruction. Why not a group-commit writer task: the intake is
+//! synchronous, so a writer task would cost a channel send, a wake-up and an `.await` in every
+//! handler per report, for a `write` that costs about as much as those (the page cache, not
+//! the system call, is the cost: BENCHMARKS.md). Why not a memory map: measured slower (a page
+//! fault per 4 KiB) and it adds the mapped segment to the resident set. A machine crash
+//! or power loss is another matter: cubesat does not `fsync`, so the last seconds of records
+//! the kernel had not yet written back (`vm.dirty_expire_centisecs`, 30 s by default) can be
+//! lost then. Each record carries its batch key (protocol, access token, encoded reporter,
+//! clock offset) and its span runs as bytes, with a CRC-32 ([`record`]). Files are made mode
+//! 0600 because they hold access tokens; the token is never logged or counted.
+//!
+//! **Memory or disk.** A report is kept in memory (and batched at once) while the budget is
+//! below [`SPILL_MARK`] and no spilled report is waiting; otherwise it is *spilled*: written
+//! to the spool only, its memory given back at once. The [`replay`] task reads spilled
+//! records back, oldest first, whenever the budget has room again, so a spool of gigabytes
+//! rides out an upstream outage with a small `--buffer-bytes`, in order. A batch whose
+//! retries run out (`--retry-max-elapsed`) is not dropped: its records are returned to the
+//! spool and read back later ([`Spooled::return_to_spool`]). When the spool has no room the
+//! client is refused (503 / `UNAVAILABLE`, counted as `spool_full`).
+//!
+//! **Acknowledging.** Every report in memory carries a [`Spooled`] ticket through its batch.
+//! Delivered, or dropped for good (counted by reason), the ticket acknowledges its record;
+//! records complete out of order. A segment whose records are all acknowledged and that is
+//! no longer written to is deleted. After `kill -9` everything not yet acknowledged is
+//! replayed, so delivery is **at least once**: a batch the upstream took just before the kill
+//! is sent again.
+//!
+//! **Restart.** [`Spool::open`] reads every segment in the directory, oldest first; each
+//! valid record waits to be replayed before newer ones. A record with a bad checksum or a
+//! torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and logged once per
+//! file with the file's name and offset, never fatal.
+//!
+//! **Shutdown.** Whatever is still held when the drain ends is already on disk: [`Spool::freeze`]
+//! stops acknowledging, so it is replayed at the next start, not counted as dropped.
+//!
+//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, and one record head
+//! (header, token, reporter, run lengths) reused for every write.
+
+pub mod record;
+mod replay;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::{BatchKey, Budget};
+use crate::telemetry;
+use crate::wire::report::SpanRuns;
+use segment::Active;
+
+/// Fraction of the memory budget above which new reports wait on disk instead of in memory.
+/// It leaves the other half for request bodies being read, so ingest keeps accepting while
+/// the spool has room.
+pub const SPILL_MARK: f64 = 0.5;
+/// Largest segment file: a segment is deleted only when all its records are delivered, so
+/// smaller files give disk back sooner and replay less after a crash.
+pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
+/// Smallest segment file (unless `--spool-bytes` is smaller).
+const MIN_SEGMENT_BYTES: usize = 1 << 20;
+
+/// Where the spool lives and how large it may grow, from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// The directory of segment files (`--spool-dir`).
+    pub dir: PathBuf,
+    /// The most bytes of segment files on disk (`--spool-bytes`).
+    pub limit_bytes: u64,
+}
+
+/// Why a report could not be written to the spool; the client is told to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SpoolFull {
+    /// `--spool-bytes` is used up.
+    #[error("spool full: {needed} bytes needed, {free} of {limit} free (--spool-bytes)")]
+    Limit {
+        /// Bytes the record needs.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+        /// `--spool-bytes`.
+        limit: u64,
+    },
+    /// The spool directory refused a new segment (a full disk, most often).
+    #[error("spool directory cannot take a new segment: {0}")]
+    Disk(std::io::ErrorKind),
+}
+
+/// Why the spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The directory could not be made or read.
+    #[error("spool directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A record's place: its segment and its index there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecordId {
+    segment: u64,
+    index: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// In memory, on its way upstream.
+    Held,
+    /// On disk only, waiting to be read back.
+    Pending,
+    /// Delivered or dropped for good.
+    Done,
+}
+
+#[derive(Debug)]
+struct Slot {
+    offset: u32,
+    len: u32,
+    state: SlotState,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    reader: Arc<File>,
+    slots: Vec<Slot>,
+    live: u32,
+    /// Bytes on disk (for the active one: reserved).
+    disk_bytes: u64,
+    /// Bytes of records in it.
+    record_bytes: u64,
+    /// When its first record was written (or the file found).
+    started: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    active: Option<Active>,
+    segments: BTreeMap<u64, Segment>,
+    pending: BTreeSet<RecordId>,
+    disk_bytes: u64,
+    record_bytes: u64,
+    live: u64,
+    next_id: u64,
+    /// The record head being written (reused: no allocation per report).
+    head: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Metrics {
+    bytes: metrics::Gauge,
+    records: metrics::Gauge,
+    replayed: metrics::Counter,
+    spilled: metrics::Counter,
+    corrupt: metrics::Counter,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    limit: u64,
+    segment_bytes: usize,
+    state: Mutex<State>,
+    frozen: AtomicBool,
+    pending: AtomicUsize,
+    wake: Notify,
+    metrics: Metrics,
+}
+
+/// The spool; cheap to clone, shared by the ring (writes), batches (acknowledgements) and
+/// the replay task.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    shared: Arc<Shared>,
+}
+
+/// What [`Spool::open`] found in the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Segment files read.
+    pub segments: usize,
+    /// Valid records waiting to be replayed.
+    pub records: usize,
+    /// Damaged stretches skipped.
+    pub corrupt: usize,
+}
+
+/// What `/diagnostics` shows of the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolStatus {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Bytes of records on disk.
+    pub bytes: u64,
+    /// `--spool-bytes`.
+    pub limit_bytes: u64,
+    /// Records not yet delivered.
+    pub records: u64,
+    /// Of those, records on disk only, waiting to be read back.
+    pub waiting: u64,
+    /// Age of the oldest segment that still holds a record.
+    pub oldest: Option<Duration>,
+}
+
+impl Spool {
+    /// Opens (making it if needed) the spool in `config.dir` and reads back every segment
+    /// found there: their records are replayed before newer ones.
+    pub fn open(config: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
+        let dir_error = |source| SpoolError::Dir {
+            dir: config.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(dir_error)?;
+        let limit = config.limit_bytes;
+        let segment_bytes =
+            ((limit / 16) as usize).clamp(MIN_SEGMENT_BYTES.min(limit as usize), MAX_SEGMENT_BYTES);
+        metrics::gauge!(telemetry::SPOOL_CAPACITY_BYTES).set(limit as f64);
+        let spool = Spool {
+            shared: Arc::new(Shared {
+                dir: config.dir.clone(),
+                limit,
+                segment_bytes: segment_bytes.max(1),
+                state: Mutex::new(State::default()),
+                frozen: AtomicBool::new(false),
+                pending: AtomicUsize::new(0),
+                wake: Notify::new(),
+                metrics: Metrics {
+                    bytes: metrics::gauge!(telemetry::SPOOL_BYTES),
+                    records: metrics::gauge!(telemetry::SPOOL_RECORDS),
+                    replayed: metrics::counter!(telemetry::SPOOL_REPLAYED_RECORDS),
+                    spilled: metrics::counter!(telemetry::SPOOL_SPILLED_RECORDS),
+                    corrupt: metrics::counter!(telemetry::SPOOL_CORRUPT_RECORDS),
+                },
+            }),
+        };
+        let found = segment::list(&config.dir).map_err(dir_error)?;
+        let mut recovered = Recovered::default();
+        {
+            let mut state = spool.lock();
+            for (id, path) in found {
+                state.next_id = state.next_id.max(id + 1);
+                recovered.segments += 1;
+                let (records, corrupt) = spool.recover(&mut state, id, path);
+                recovered.records += records;
+                recovered.corrupt += corrupt;
+            }
+            spool.publish(&state);
+        }
+        spool
+            .shared
+            .pending
+            .store(recovered.records, Ordering::Release);
+        if recovered.segments > 0 {
+            info!(
+                dir = %config.dir.display(),
+                segments = recovered.segments,
+                records = recovered.records,
+                corrupt = recovered.corrupt,
+                "spool: replaying {} records left by the last run",
+                recovered.records
+            );
+        }
+        Ok((spool, recovered))
+    }
+
+    /// Reads one segment left by an earlier run; returns its valid and damaged record counts.
+    fn recover(&self, state: &mut State, id: u64, path: PathBuf) -> (usize, usize) {
+        let name = path.display().to_string();
+        let read = std::fs::read(&path).and_then(|bytes| Ok((File::open(&path)?, bytes)));
+        let (reader, bytes) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                warn!(file = %name, %error, "spool: cannot read segment; skipped");
+                self.shared.metrics.corrupt.increment(1);
+                return (0, 1);
+            }
+        };
+        let found = record::scan(&bytes);
+        if let Some((offset, _)) = found.damaged.first() {
+            self.shared
+                .metrics
+                .corrupt
+                .increment(found.damaged.len() as u64);
+            warn!(
+                file = %name,
+                offset,
+                damaged = found.damaged.len(),
+                kept = found.records.len(),
+                "spool: damaged records (bad checksum or torn tail) skipped"
+            );
+        }
+        let records = found.records.len();
+        if records == 0 {
+            let _ = std::fs::remove_file(&path);
+            return (0, found.damaged.len());
+        }
+        let mut segment = Segment {
+            path,
+            reader: Arc::new(reader),
+            slots: Vec::with_capacity(records),
+            live: records as u32,
+            disk_bytes: bytes.len() as u64,
+            record_bytes: 0,
+            started: found
+                .records
+                .first()
+                .and_then(|(offset, _)| record::written_at(&bytes[*offset..]))
+                .unwrap_or_else(SystemTime::now),
+        };
+        for (index, (offset, len)) in found.records.into_iter().enumerate() {
+            segment.slots.push(Slot {
+                offset: offset as u32,
+                len: len as u32,
+                state: SlotState::Pending,
+            });
+            segment.record_bytes += len as u64;
+            state.pending.insert(RecordId {
+                segment: id,
+                index: index as u32,
+            });
+        }
+        state.disk_bytes += segment.disk_bytes;
+        state.record_bytes += segment.record_bytes;
+        state.live += records as u64;
+        state.segments.insert(id, segment);
+        (records, found.damaged.len())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counters; keep going.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, state: &State) {
+        let m = &self.shared.metrics;
+        m.bytes.set(state.record_bytes as f64);
+        m.records.set(state.live as f64);
+    }
+
+    /// Whether a report of the budget's should be kept in memory now rather than spilled:
+    /// nothing spilled is waiting (order), and the budget is below [`SPILL_MARK`].
+    pub fn keeps_in_memory(&self, budget: &Budget) -> bool {
+        self.shared.pending.load(Ordering::Acquire) == 0
+            && budget.used_bytes() as f64 <= budget.capacity_bytes() as f64 * SPILL_MARK
+    }
+
+    /// Writes a report's record. `hold`: it stays in memory too, and the returned ticket
+    /// acknowledges the record when dropped; otherwise it waits on disk to be replayed.
+    pub fn write(
+        &self,
+        key: &BatchKey,
+        spans: &SpanRuns,
+        hold: bool,
+    ) -> Result<Spooled, SpoolFull> {
+        let len = record::encoded_len(key, spans);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.active.as_ref().is_none_or(|a| a.room() < len) {
+            self.rotate(state, len)?;
+        }
+        let Some(active) = state.active.as_mut() else {
+            return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
+        };
+        record::encode_head(&mut state.head, key, spans, now);
+        let offset = match active.append(len, &state.head, &spans.runs) {
+            Ok(offset) => offset,
+            Err(error) => {
+                warn!(dir = %self.shared.dir.display(), %error, "spool: cannot write a record; starting a new segment");
+                self.seal_active(state);
+                return Err(SpoolFull::Disk(error.kind()));
+            }
+        };
+        let id = active.id;
+        let Some(segment) = state.segments.get_mut(&id) else {
+            return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
+        };
+        let index = segment.slots.len() as u32;
+        segment.slots.push(Slot {
+            offset: offset as u32,
+            len: len as u32,
+            state: if hold {
+                SlotState::Held
+            } else {
+                SlotState::Pending
+            },
+        });
+        segment.live += 1;
+        segment.record_bytes += len as u64;
+        state.record_bytes += len as u64;
+        state.live += 1;
+        let record = RecordId { segment: id, index };
+        if !hold {
+            state.pending.insert(record);
+            self.shared.pending.fetch_add(1, Ordering::AcqRel);
+            self.shared.metrics.spilled.increment(1);
+        }
+        self.publish(state);
+        drop(guard);
+        if hold {
+            Ok(Spooled::one(self.shared.clone(), record))
+        } else {
+            self.shared.wake.notify_one();
+            Ok(Spooled::default())
+        }
+    }
+
+    /// Seals the active segment and starts a new one with room for `need` bytes.
+    fn rotate(&self, state: &mut State, need: usize) -> Result<(), SpoolFull> {
+        self.seal_active(state);
+        let free = self.shared.limit.saturating_sub(state.disk_bytes);
+        if need as u64 > free {
+            return Err(SpoolFull::Limit {
+                needed: need as u64,
+                free,
+                limit: self.shared.limit,
+            });
+        }
+        let capacity = (self.shared.segment_bytes as u64)
+            .min(free)
+            .max(need as u64) as usize;
+        let id = state.next_id;
+        state.next_id += 1;
+        let made = Active::create(&self.shared.dir, id, capacity)
+            .and_then(|active| Ok((active.reader()?, active)));
+        let (reader, active) = made.map_err(|error| {
+            warn!(dir = %self.shared.dir.display(), %error, "spool: cannot make a new segment");
+            SpoolFull::Disk(error.kind())
+        })?;
+        state.disk_bytes += capacity as u64;
+        state.segments.insert(
+            id,
+            Segment {
+                path: segment::path(&self.shared.dir, id),
+                reader: Arc::new(reader),
+                slots: Vec::new(),
+                live: 0,
+                disk_bytes: capacity as u64,
+                record_bytes: 0,
+                started: SystemTime::now(),
+            },
+        );
+        state.active = Some(active);
+        Ok(())
+    }
+
+    /// Stops writing the active segment (deleted at once if all its records are done).
+    fn seal_active(&self, state: &mut State) {
+        let Some(active) = state.active.take() else {
+            return;
+        };
+        let id = active.id;
+        let written = active.len as u64;
+        let reserved = active.capacity() as u64;
+        active.seal();
+        state.disk_bytes -= reserved - written;
+        if let Some(segment) = state.segments.get_mut(&id) {
+            segment.disk_bytes = written;
+            if segment.live == 0 {
+                self.delete(state, id);
+            }
+        }
+    }
+
+    /// Removes a segment whose records are all done.
+    fn delete(&self, state: &mut State, id: u64) {
+        if let Some(segment) = state.segments.remove(&id) {
+            state.disk_bytes -= segment.disk_bytes;
+            state.record_bytes -= segment.record_bytes;
+            if let Err(error) = std::fs::remove_file(&segment.path) {
+                warn!(file = %segment.path.display(), %error, "spool: cannot delete a finished segment");
+            }
+        }
+    }
+
+    /// Marks records done (delivered or dropped for good), deleting finished segments.
+    fn acknowledge(&self, records: &[RecordId]) {
+        if self.shared.frozen.load(Ordering::Acquire) {
+            return;
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for record in records {
+            let Some(segment) = state.segments.get_mut(&record.segment) else {
+                continue;
+            };
+            let Some(slot) = segment.slots.get_mut(record.index as usize) else {
+                continue;
+            };
+            if slot.state == SlotState::Done {
+                continue;
+            }
+            if slot.state == SlotState::Pending && state.pending.remove(record) {
+                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            slot.state = SlotState::Done;
+            segment.live -= 1;
+            let finished = segment.live == 0;
+            state.live -= 1;
+            let active = state.active.as_ref().map(|a| a.id);
+            if finished && active != Some(record.segment) {
+                self.delete(state, record.segment);
+            }
+        }
+        self.publish(state);
+    }
+
+    /// Puts records back on the waiting list (their memory is given back by the caller).
+    fn requeue(&self, records: &[RecordId]) {
+        if self.shared.frozen.load(Ordering::Acquire) {
+            return;
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut added = 0;
+        for record in records {
+            let slot = state
+                .segments
+                .get_mut(&record.segment)
+                .and_then(|s| s.slots.get_mut(record.index as usize));
+            if let Some(slot) = slot.filter(|slot| slot.state == SlotState::Held) {
+                slot.state = SlotState::Pending;
+                state.pending.insert(*record);
+                added += 1;
+            }
+        }
+        drop(guard);
+        self.shared.pending.fetch_add(added, Ordering::AcqRel);
+        self.shared.wake.notify_one();
+    }
+
+    /// Stops acknowledging (shutdown): what is still held stays on disk for the next start.
+    pub fn freeze(&self) {
+        self.shared.frozen.store(true, Ordering::Release);
+    }
+
+    /// Records on disk only, waiting to be read back.
+    pub fn waiting_records(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// What `/diagnostics` shows.
+    pub fn status(&self) -> SpoolStatus {
+        let state = self.lock();
+        let oldest = state
+            .segments
+            .values()
+            .find(|s| s.live > 0)
+            .and_then(|s| s.started.elapsed().ok());
+        SpoolStatus {
+            dir: self.shared.dir.clone(),
+            bytes: state.record_bytes,
+            limit_bytes: self.shared.limit,
+            records: state.live,
+            waiting: state.pending.len() as u64,
+            oldest,
+        }
+    }
+}
+
+/// The spool records a report or a batch holds: acknowledged when dropped (delivered, or
+/// dropped for good), unless returned to the spool first or the spool is frozen.
+#[derive(Debug, Default)]
+pub struct Spooled {
+    spool: Option<Arc<Shared>>,
+    records: Vec<RecordId>,
+    returned: AtomicBool,
+}
+
+impl Spooled {
+    fn one(shared: Arc<Shared>, record: RecordId) -> Self {
+        Spooled {
+            spool: Some(shared),
+            records: vec![record],
+            returned: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes over `other`'s records (a report joining a batch).
+    pub fn absorb(&mut self, mut other: Spooled) {
+        if other.records.is_empty() {
+            return;
+        }
+        if self.spool.is_none() {
+            self.spool = other.spool.take();
+        }
+        self.records.append(&mut other.records);
+    }
+
+    /// True when it holds spool records (its spans are safe on disk).
+    pub fn is_spooled(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    /// Puts the records back on the spool's waiting list instead of acknowledging them (a
+    /// batch whose retries ran out); true when there were any.
+    pub fn return_to_spool(&self) -> bool {
+        let Some(shared) = &self.spool else {
+            return false;
+        };
+        if self.records.is_empty() || self.returned.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        Spool {
+            shared: shared.clone(),
+        }
+        .requeue(&self.records);
+        true
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        if let Some(shared) = self.spool.take()
+            && !self.records.is_empty()
+            && !self.returned.load(Ordering::Acquire)
+        {
+            Spool { shared }.acknowledge(&self.records);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Unit tests of the spool: acknowledgement and segment deletion, restart, spill and replay,
+//! the byte limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::pipeline::{Protocol, Report, Ring, RingConfig};
+
+fn key(token: &'static [u8]) -> BatchKey {
+    BatchKey {
+        protocol: Protocol::Lightstep,
+        token: Bytes::from_static(token),
+        reporter: Bytes::from_static(b"\x08\x01"),
+        timestamp_offset_micros: 7,
+    }
+}
+
+fn spans(n: u8, len: usize) -> SpanRuns {
+    let runs: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i; len])).collect();
+    SpanRuns {
+        count: u32::from(n),
+        bytes: runs.iter().map(Bytes::len).sum(),
+        runs,
+    }
+}
+
+fn open(dir: &Path, limit: u64) -> (Spool, Recovered) {
+    Spool::open(&SpoolConfig {
+        dir: dir.to_owned(),
+        limit_bytes: limit,
+    })
+    .unwrap()
+}
+
+fn files(dir: &Path) -> usize {
+    segment::list(dir).unwrap().len()
+}
+
+fn ring(capacity: usize) -> (Ring, tokio::sync::mpsc::UnboundedReceiver<Report>) {
+    let (ring, mut shards) = Ring::without_arena(RingConfig {
+        capacity_bytes: capacity,
+        high_water: 0.8,
+        low_water: 0.6,
+        shards: 1,
+    });
+    (ring, shards.remove(0))
+}
+
+#[test]
+fn acknowledged_records_free_their_segment_once_it_is_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let tickets: Vec<Spooled> = (0..3)
+        .map(|_| spool.write(&key(b"t"), &spans(2, 100), true).unwrap())
+        .collect();
+    assert_eq!(spool.status().records, 3);
+    let mut batch = Spooled::default();
+    for ticket in tickets {
+        batch.absorb(ticket);
+    }
+    drop(batch);
+    assert_eq!(spool.status().records, 0);
+    assert_eq!(files(dir.path()), 1, "the active segment stays");
+    // A record larger than the active segment's room seals it: finished, it is deleted.
+    let big = spool.write(&key(b"t"), &spans(1, 2 << 20), true).unwrap();
+    assert_eq!(files(dir.path()), 1, "the finished segment is gone");
+    assert_eq!(spool.status().records, 1);
+    drop(big);
+    assert_eq!(spool.status().records, 0);
+    assert_eq!(files(dir.path()), 1, "the active segment stays");
+}
+
+#[test]
+fn unacknowledged_records_are_found_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let kept = spool.write(&key(b"a"), &spans(3, 10), true).unwrap();
+    drop(spool.write(&key(b"b"), &spans(1, 10), true).unwrap());
+    let _spilled = spool.write(&key(b"c"), &spans(2, 10), false).unwrap();
+    // The process dies: nothing more is acknowledged.
+    spool.freeze();
+    drop(kept);
+    drop(spool);
+    let (spool, recovered) = open(dir.path(), 64 << 20);
+    // At least once: the acknowledged record shares a segment with unacknowledged ones, so
+    // the whole segment is read again.
+    assert_eq!(
+        recovered,
+        Recovered {
+            segments: 1,
+            records: 3,
+            corrupt: 0
+        }
+    );
+    assert_eq!(spool.waiting_records(), 3);
+}
+
+#[tokio::test]
+async fn spilled_and_recovered_records_are_replayed_in_order_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = open(dir.path(), 64 << 20);
+        spool.write(&key(b"first"), &spans(2, 5), false).unwrap();
+        spool.freeze();
+    }
+    let (spool, _) = open(dir.path(), 64 << 20);
+    spool.write(&key(b"second"), &spans(1, 5), false).unwrap();
+    let (ring, mut rx) = ring(1 << 20);
+    let ring = ring.with_spool(spool.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring.clone(), stop.clone()));
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert_eq!(first.key, key(b"first"));
+    assert_eq!(first.spans, spans(2, 5));
+    assert_eq!(second.key, key(b"second"));
+    assert!(first.charge.bytes() > 0, "read back into the budget");
+    assert_eq!(spool.waiting_records(), 0);
+    assert_eq!(spool.status().records, 2);
+    drop((first, second));
+    assert_eq!(spool.status().records, 0, "delivered: acknowledged");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn past_the_spill_mark_a_report_waits_on_disk_and_keeps_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let (ring, mut rx) = ring(1000);
+    let ring = ring.with_spool(spool.clone());
+    let held = ring.reserve(600, 1).unwrap(); // past the mark (500)
+    let charge = ring.reserve(100, 2).unwrap();
+    ring.push(key(b"t"), spans(2, 10), charge).unwrap();
+    assert!(rx.try_recv().is_err(), "spilled, not in memory");
+    assert_eq!(ring.used_bytes(), 600);
+    assert_eq!(spool.waiting_records(), 1);
+    // While one waits, newer reports wait behind it (order), even with room.
+    drop(held);
+    let charge = ring.reserve(100, 1).unwrap();
+    ring.push(key(b"u"), spans(1, 10), charge).unwrap();
+    assert_eq!(spool.waiting_records(), 2);
+    // The budget cannot hold it at all: still admitted, to disk.
+    let huge = ring.reserve(5000, 1).unwrap();
+    assert_eq!(huge.bytes(), 0);
+    ring.push(key(b"v"), spans(1, 10), huge).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring.clone(), stop.clone()));
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let report = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokens.push(report.key.token.clone());
+    }
+    assert_eq!(tokens, [&b"t"[..], b"u", b"v"]);
+    stop.cancel();
+}
+
+#[test]
+fn a_full_spool_refuses_and_a_returned_batch_waits_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 1 << 20);
+    let ticket = spool.write(&key(b"t"), &spans(1, 600 << 10), true).unwrap();
+    let refused = spool
+        .write(&key(b"t"), &spans(1, 600 << 10), true)
+        .unwrap_err();
+    assert!(
+        matches!(refused, SpoolFull::Limit { limit, .. } if limit == 1 << 20),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("--spool-bytes"));
+    assert!(ticket.return_to_spool());
+    drop(ticket);
+    assert_eq!(spool.waiting_records(), 1);
+    assert_eq!(spool.status().records, 1, "returned, not acknowledged");
+}
+
+#[test]
+fn segment_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 8 << 20);
+    let _ticket = spool.write(&key(b"secret"), &spans(1, 1), true).unwrap();
+    for (_, path) in segment::list(dir.path()).unwrap() {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
