@@ -96,8 +96,9 @@ pub async fn run(
         .map(|u| diagnostics::redact_url(&u.url));
     let upstream_tasks = TaskTracker::new();
 
-    // The ring's preallocated region (`Ring::new`) stays off until it pays for its copy: the
-    // hot-path bench measures ring + batcher 5x slower with it (BENCHMARKS.md, issue 11).
+    // The ring's preallocated region (`Ring::new`) stays off until it pays for its copy: end to
+    // end it costs no measurable CPU but raises peak RSS, and the budget's bound holds without
+    // it (BENCHMARKS.md, "Peak RSS against `--buffer-bytes`").
     let (ring, shards) = Ring::without_arena(RingConfig {
         capacity_bytes: config.buffer_bytes,
         high_water: 0.8,

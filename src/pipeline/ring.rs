@@ -1,8 +1,10 @@
 //! The ring: many producers push reports, one or more batchers pull them, and every byte in
 //! between is paid for out of one budget.
 //!
-//! With a region ([`Ring::new`]; `cubesat serve` does not use one yet, because the hot-path
-//! bench measures the copy at 5x the cost of the rest of ring + batcher, see BENCHMARKS.md),
+//! With a region ([`Ring::new`]; `cubesat serve` does not use one: end to end the copy costs
+//! no measurable CPU but the region's resident pages raise peak RSS beside the request
+//! buffers, and the budget's bound holds without it; see BENCHMARKS.md, "Peak RSS against
+//! `--buffer-bytes`"),
 //! a pushed report's span runs are copied once into the ring's preallocated region
 //! ([`Arena`]) and travel on as slices of it; the request buffer they came from is freed, and
 //! the report's charge shrinks to the bytes of its spans. When the region has no contiguous
