@@ -37,32 +37,6 @@ fn empty_struct_bomb(count: u32) -> Vec<u8> {
     out
 }
 
-/// Sends a well-behaved Envoy report over gRPC and checks every span reached the upstream
-/// (waiting for its own trace's spans: other clients' spans may arrive too).
-async fn well_behaved_client_loses_nothing(cubesat: &Cubesat, capture: &Capture, trace: u64) {
-    let channel = envoy_channel(cubesat.ingest).await;
-    let reporter = envoy_reporter("good", 7);
-    let (body, _) = envoy_report(&reporter, "tok", trace, 1..51);
-    send_raw(&channel, body, false).await.expect("accepted");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ids: std::collections::BTreeSet<u64> = capture
-            .spans()
-            .iter()
-            .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == trace))
-            .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
-            .collect();
-        if ids == (1..51).collect() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "every span of the good client arrives: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thrift_list_bombs_are_refused_413_within_the_budget() {
     let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
@@ -100,7 +74,7 @@ async fn thrift_list_bombs_are_refused_413_within_the_budget() {
     assert!(too_large >= 1);
     let (live, _) = cubesat.admin_get("/_live").await;
     assert_eq!(live, 200);
-    well_behaved_client_loses_nothing(&cubesat, &capture, 11).await;
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 11).await;
     let rejected = cubesat
         .metric(r#"cubesat_reports_rejected_total{protocol="lightstep",reason="too_large"}"#)
         .await;
@@ -129,7 +103,7 @@ async fn a_declared_10_gib_body_is_refused_at_once() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("larger than"), "{answer}");
-    well_behaved_client_loses_nothing(&cubesat, &capture, 12).await;
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +152,7 @@ async fn many_uploads_holding_large_bodies_stay_within_the_budget() {
     drop(held);
     // Once the hostile uploads are gone, the budget is back and a good client gets through.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    well_behaved_client_loses_nothing(&cubesat, &capture, 13).await;
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 13).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,22 +390,9 @@ async fn a_flood_of_tiny_reports_with_the_upstream_hanging_stays_within_the_budg
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    loop {
-        let ids: std::collections::BTreeSet<u64> = capture
-            .spans()
-            .iter()
-            .filter(|(s, _)| s.span_context.as_ref().is_some_and(|c| c.trace_id == 21))
-            .map(|(s, _)| s.span_context.as_ref().map_or(0, |c| c.span_id))
-            .collect();
-        if ids == (1..51).collect() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "good spans arrived: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    capture
+        .wait_for_trace(21, 1..51, Duration::from_secs(30))
+        .await;
 }
 
 /// A C++ streamed upload whose non-span fields never stop (the issue's 600 MiB, scaled to
@@ -503,7 +464,7 @@ async fn a_streamed_upload_with_endless_non_span_fields_is_refused_413() {
         .metric(r#"cubesat_reports_rejected_total{protocol="lightstep",reason="too_large"}"#)
         .await;
     assert_eq!(too_large, 1.0);
-    well_behaved_client_loses_nothing(&cubesat, &capture, 14).await;
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 14).await;
 }
 
 /// Lightstep JSON is decoded on the bounded blocking pool with its model paid for before it is
@@ -543,7 +504,7 @@ async fn a_lightstep_json_element_bomb_is_refused_413() {
     assert_eq!(status, 200, "{body}");
     let spans = capture.wait_spans(1, Duration::from_secs(10)).await;
     assert!(spans.iter().any(|(s, _)| s.operation_name == "GET"));
-    well_behaved_client_loses_nothing(&cubesat, &capture, 15).await;
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 15).await;
     let peak = peak_rss(cubesat.pid());
     assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
 }

@@ -149,6 +149,30 @@ impl Capture {
         }
     }
 
+    /// Waits until the Lightstep spans of `trace` received are exactly `ids` (other clients'
+    /// spans may arrive too), failing after `within`.
+    pub async fn wait_for_trace(&self, trace: u64, ids: std::ops::Range<u64>, within: Duration) {
+        let want: std::collections::BTreeSet<u64> = ids.collect();
+        let deadline = Instant::now() + within;
+        loop {
+            let got: std::collections::BTreeSet<u64> = self
+                .spans()
+                .iter()
+                .filter_map(|(s, _)| s.span_context.as_ref())
+                .filter(|c| c.trace_id == trace)
+                .map(|c| c.span_id)
+                .collect();
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spans of trace {trace} arrived: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every Lightstep span received, in arrival order, with the request it came in.
     pub fn spans(&self) -> Vec<(pb::Span, Captured)> {
         self.requests()

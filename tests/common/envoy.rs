@@ -156,3 +156,14 @@ pub fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
         .filter(|w| *w == needle)
         .count()
 }
+
+/// Sends a well-behaved Envoy report (50 spans of `trace`) and checks every span of it reached
+/// the upstream: the promise that a hostile client beside it costs the good one nothing.
+pub async fn well_behaved_client_loses_nothing(ingest: SocketAddr, capture: &Capture, trace: u64) {
+    let channel = envoy_channel(ingest).await;
+    let (body, _) = envoy_report(&envoy_reporter("good", 7), "tok", trace, 1..51);
+    send_raw(&channel, body, false).await.expect("accepted");
+    capture
+        .wait_for_trace(trace, 1..51, Duration::from_secs(20))
+        .await;
+}
