@@ -268,13 +268,7 @@ impl Budget {
     /// cover it.
     pub fn reserve(&self, part: Part, bytes: usize, spans: u64) -> Result<Charge, BudgetFull> {
         self.shared.take(part, bytes)?;
-        self.shared.spans.fetch_add(spans, Ordering::AcqRel);
-        Ok(Charge {
-            budget: self.shared.clone(),
-            part,
-            bytes,
-            spans,
-        })
+        Ok(self.taken(part, bytes, spans))
     }
 
     /// Reserves like [`Budget::reserve`], but waits up to [`ADMISSION_WAIT`] for room the
@@ -286,13 +280,18 @@ impl Budget {
         spans: u64,
     ) -> Result<Charge, BudgetFull> {
         self.shared.take_waiting(part, bytes).await?;
+        Ok(self.taken(part, bytes, spans))
+    }
+
+    /// The charge for `bytes` already taken for `part`, holding `spans` spans.
+    fn taken(&self, part: Part, bytes: usize, spans: u64) -> Charge {
         self.shared.spans.fetch_add(spans, Ordering::AcqRel);
-        Ok(Charge {
+        Charge {
             budget: self.shared.clone(),
             part,
             bytes,
             spans,
-        })
+        }
     }
 
     /// Bytes in use now, all parts together.
