@@ -238,28 +238,16 @@ mod tests {
     async fn an_oversized_or_unaffordable_declaration_is_refused_before_the_body() {
         let budget = Budget::new(64 << 10, 0.9, 0.5);
         // Only the prefix is sent: the refusal must not wait for (or buffer) the body.
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&(1u32 << 30).to_be_bytes());
-        let error = read_message(
-            Full::new(Bytes::from(prefix)),
-            &HeaderMap::new(),
-            4 << 20,
-            &budget,
-        )
-        .await
-        .unwrap_err();
+        let headers = HeaderMap::new();
+        let declare = |len: u32| {
+            let mut prefix = vec![0u8];
+            prefix.extend_from_slice(&len.to_be_bytes());
+            read_message(Full::new(Bytes::from(prefix)), &headers, 4 << 20, &budget)
+        };
+        let error = declare(1 << 30).await.unwrap_err();
         assert!(matches!(error, MessageError::TooLarge { declared, .. } if declared == 1 << 30));
         assert_eq!(Refused::from(error).grpc_code(), Code::ResourceExhausted);
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&(1u32 << 20).to_be_bytes());
-        let error = read_message(
-            Full::new(Bytes::from(prefix)),
-            &HeaderMap::new(),
-            4 << 20,
-            &budget,
-        )
-        .await
-        .unwrap_err();
+        let error = declare(1 << 20).await.unwrap_err();
         assert_eq!(Refused::from(error).grpc_code(), Code::Unavailable);
         assert_eq!(budget.used_bytes(), 0);
     }
