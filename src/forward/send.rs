@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tonic::transport::Channel;
@@ -166,7 +166,7 @@ async fn read_reply(response: http::Response<tonic::body::Body>) -> Result<Bytes
     let message = message_of(&data)?;
     match Status::from_header_map(&trailers) {
         Some(status) => status_result(&status, message),
-        None => Err(missing_status(&trailers)),
+        None => Err(missing_status()),
     }
 }
 
@@ -204,7 +204,7 @@ fn message_of(data: &Bytes) -> Result<Bytes, ForwardError> {
         .ok_or_else(|| malformed("message shorter than its prefix"))
 }
 
-fn missing_status(_trailers: &HeaderMap) -> ForwardError {
+fn missing_status() -> ForwardError {
     ForwardError {
         code: Code::Internal,
         message: "the upstream's reply ended without grpc-status".into(),
