@@ -96,10 +96,10 @@ pub async fn run(
         .map(|u| diagnostics::redact_url(&u.url));
     let upstream_tasks = TaskTracker::new();
 
-    // The ring's preallocated region (`Ring::new`) stays off until it pays for its copy: end to
-    // end it costs no measurable CPU but raises peak RSS, and the budget's bound holds without
-    // it (BENCHMARKS.md, "Peak RSS against `--buffer-bytes`").
-    let (ring, shards) = Ring::without_arena(RingConfig {
+    // The ring's preallocated region: gRPC messages are read straight into it, other reports'
+    // span runs are copied into it once, so buffered spans live in `--buffer-bytes` of memory
+    // allocated once (BENCHMARKS.md, "Peak RSS against `--buffer-bytes`").
+    let (ring, shards) = Ring::new(RingConfig {
         capacity_bytes: config.buffer_bytes,
         high_water: 0.8,
         low_water: 0.6,
@@ -133,6 +133,7 @@ pub async fn run(
             },
             upstream_tasks.clone(),
             drain.abort.clone(),
+            ring.arena().cloned(),
         )?),
         None => {
             info!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{ErrorSource, ForwardError};
 use super::send;
-use crate::pipeline::{Batch, BatchSink, Part};
+use crate::pipeline::{Arena, Batch, BatchSink, Part};
 use crate::telemetry::{self, DropReason};
 
 /// How to reach the upstream, from configuration.
@@ -191,14 +191,19 @@ struct Inner {
     delivered: AtomicU64,
     /// Spans abandoned because `abort` fired, for the shutdown report.
     aborted: AtomicU64,
+    /// The ring's region, which a batch leaves before it waits to be retried.
+    region: Option<Arena>,
 }
 
 impl Upstream {
-    /// Builds the client (connecting lazily). Sends run on `tasks`; `abort` ends them at once.
+    /// Builds the client (connecting lazily). Sends run on `tasks`; `abort` ends them at once;
+    /// a batch to be retried first moves out of the ring's `region` (so it never holds the
+    /// ring's head through its backoff).
     pub fn new(
         settings: UpstreamSettings,
         tasks: TaskTracker,
         abort: CancellationToken,
+        region: Option<Arena>,
     ) -> Result<Self, UpstreamError> {
         let url = crate::diagnostics::redact_url(&settings.url);
         let endpoint_error = |source| UpstreamError::Endpoint {
@@ -235,6 +240,7 @@ impl Upstream {
                 abort,
                 delivered: AtomicU64::new(0),
                 aborted: AtomicU64::new(0),
+                region,
             }),
         })
     }
@@ -288,20 +294,35 @@ impl Upstream {
 
     async fn deliver(self, batch: Batch, _slot: OwnedSemaphorePermit) {
         let spans = u64::from(batch.spans);
-        let batch = Arc::new(batch);
-        let backoff = ExponentialBuilder::new()
+        let mut batch = Arc::new(batch);
+        let mut delays = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times()
-            .with_total_delay(Some(self.inner.settings.retry_max_elapsed));
-        let attempt = || self.attempt(batch.clone());
-        let retried = attempt
-            .retry(backoff)
-            .when(ForwardError::retry_allowed)
-            .notify(|error, wait| {
-                debug!(code = error.code_label(), message = %error.message, ?wait, "retrying upstream batch")
-            });
+            .with_total_delay(Some(self.inner.settings.retry_max_elapsed))
+            .build();
+        let retried = async {
+            loop {
+                match self.attempt(batch.clone()).await {
+                    Err(error) if error.retry_allowed() => {
+                        let Some(wait) = delays.next() else {
+                            return Err(error);
+                        };
+                        debug!(code = error.code_label(), message = %error.message, ?wait, "retrying upstream batch");
+                        if let Some(region) = &self.inner.region {
+                            // The request's body may still hold the batch for a moment; then
+                            // it moves before the next retry instead.
+                            if let Some(batch) = Arc::get_mut(&mut batch) {
+                                batch.move_out_of(region);
+                            }
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                    result => return result,
+                }
+            }
+        };
         let result = tokio::select! {
             result = retried => result,
             _ = self.inner.abort.cancelled() => {

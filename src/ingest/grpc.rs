@@ -106,7 +106,15 @@ where
             let received = SystemTime::now();
             let (parts, body) = request.into_parts();
             let budget = intake.ring().budget().clone();
-            let result = match message::read_message(body, &parts.headers, max, &budget).await {
+            let result = match message::read_message(
+                body,
+                &parts.headers,
+                max,
+                &budget,
+                intake.ring().arena(),
+            )
+            .await
+            {
                 Ok((body, charge)) => {
                     let metadata = MetadataMap::from_headers(parts.headers);
                     M::handle(&intake, body, &metadata, received, charge)

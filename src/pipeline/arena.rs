@@ -9,23 +9,30 @@
 //! batches are slices of records ([`bytes::Bytes::from_owner`] over a [`Record`]), written to
 //! the upstream as they are.
 //!
+//! A record is either written from parts ([`Arena::write`]: span runs cut from a request
+//! buffer) or filled in place ([`Arena::reserve`]: a gRPC request message read from the socket
+//! straight into the region, so it is never on the heap at all).
+//!
 //! Records are allocated at the tail in order and complete out of order (per-reporter batches,
 //! retries); a record is complete when the last slice of it is dropped, and the head advances
 //! over completed records. When the region has no contiguous room (the head is held by a long
 //! retry, or the region is fragmented) the caller keeps the report as slices of its request
 //! buffer, charged to the same budget as before: a held record never blocks ingest.
 //!
-//! Resident memory: pages are touched as the tail first passes them, and whenever the ring
-//! empties the next record starts again at offset 0, so a lightly loaded satellite keeps only
-//! the low end of the region resident; under sustained overlapping load the tail cycles through
-//! the whole region and RSS settles at `--buffer-bytes` (plus the process's fixed constant),
-//! which is the bound by construction.
+//! Resident memory: pages are touched as the tail first passes them, and the tail goes back to
+//! offset 0 as soon as the head has left room there for twice the live bytes (and whenever the
+//! ring empties), so the records stay in the low end of the region and about three times the
+//! bytes the load keeps in flight are touched, not the whole region; a load that fills the budget touches all of it
+//! and RSS settles at `--buffer-bytes` (plus the process's fixed constant), which is the bound
+//! by construction.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 /// The preallocated region and its allocation state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,6 +43,19 @@ pub struct Arena {
 struct Inner {
     memory: Box<[UnsafeCell<u8>]>,
     state: Mutex<State>,
+    /// Reservations waiting for the head to move, and how they hear of it.
+    waiting: AtomicUsize,
+    room: Notify,
+}
+
+impl Inner {
+    /// Marks record `seq` complete and wakes waiting reservations if the head moved.
+    fn complete(&self, seq: u64) {
+        let moved = lock(&self.state).complete(seq);
+        if moved && self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -75,8 +95,14 @@ impl State {
         };
         let (head, tail) = (front.start, back.end);
         if back.start >= head {
-            // Live bytes are [head, tail): room after the tail, or from 0 up to the head.
-            if tail + len <= capacity {
+            // Live bytes are [head, tail). Back to 0 once the head has left room there for
+            // twice the live bytes (so records stay in the low end of the region and only
+            // about three times what the load keeps in flight is ever touched, while the
+            // records before the head have two turns of the live bytes to complete before the
+            // wrapped tail reaches them); else after the tail; else 0 if it fits there.
+            if len <= head && head >= 2 * (tail - head) {
+                Some(0)
+            } else if tail + len <= capacity {
                 Some(tail)
             } else {
                 (len <= head).then_some(0)
@@ -87,18 +113,21 @@ impl State {
         }
     }
 
-    fn complete(&mut self, seq: u64) {
+    /// Marks record `seq` complete; true when the head moved past it (room was freed).
+    fn complete(&mut self, seq: u64) -> bool {
         let Some(slot) = usize::try_from(seq - self.first_seq)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
         else {
-            return;
+            return false;
         };
         slot.done = true;
+        let before = self.first_seq;
         while self.slots.front().is_some_and(|s| s.done) {
             self.slots.pop_front();
             self.first_seq += 1;
         }
+        self.first_seq != before
     }
 }
 
@@ -121,7 +150,7 @@ impl AsRef<[u8]> for Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
-        lock(&self.arena.state).complete(self.seq);
+        self.arena.complete(self.seq);
     }
 }
 
@@ -143,6 +172,8 @@ impl Arena {
             inner: Arc::new(Inner {
                 memory,
                 state: Mutex::new(State::default()),
+                waiting: AtomicUsize::new(0),
+                room: Notify::new(),
             }),
         }
     }
@@ -162,10 +193,9 @@ impl Arena {
         }
     }
 
-    /// Writes `parts` one after another into one new record and returns it as one `Bytes`
-    /// plus the offset of each part in it; `None` when the region has no contiguous room.
-    pub fn write(&self, parts: &[Bytes]) -> Option<(Bytes, Vec<usize>)> {
-        let len: usize = parts.iter().map(Bytes::len).sum();
+    /// Room for a record of `len` bytes at the tail, to be filled in place (a request message
+    /// read from the socket straight into the region); `None` when there is no contiguous room.
+    pub fn reserve(&self, len: usize) -> Option<Filling> {
         if len == 0 {
             return None;
         }
@@ -179,24 +209,130 @@ impl Arena {
             });
             (state.first_seq + state.slots.len() as u64 - 1, start)
         };
-        let cells = &self.inner.memory[start..start + len];
-        // SAFETY: the range was just allocated to this call alone (see `Inner`'s Sync).
-        let dst =
-            unsafe { std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), len) };
-        let mut offsets = Vec::with_capacity(parts.len());
-        let mut at = 0;
-        for part in parts {
-            offsets.push(at);
-            dst[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        let record = Record {
+        Some(Filling {
             arena: self.inner.clone(),
             seq,
             start,
             len,
-        };
-        Some((Bytes::from_owner(record), offsets))
+            filled: 0,
+            frozen: false,
+        })
+    }
+
+    /// Like [`Arena::reserve`], but waits until `deadline` for the head to move when there is
+    /// no room now (records are completing: their batches are on their way upstream).
+    pub async fn reserve_by(&self, len: usize, deadline: tokio::time::Instant) -> Option<Filling> {
+        if let Some(filling) = self.reserve(len) {
+            return Some(filling);
+        }
+        if len > self.capacity() {
+            return None;
+        }
+        /// Counts a waiter for as long as it waits (also when its future is dropped).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.inner.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.inner.waiting);
+        loop {
+            let moved = self.inner.room.notified();
+            let mut moved = std::pin::pin!(moved);
+            moved.as_mut().enable();
+            if let Some(filling) = self.reserve(len) {
+                return Some(filling);
+            }
+            tokio::time::timeout_at(deadline, moved).await.ok()?;
+        }
+    }
+
+    /// Writes `parts` one after another into one new record and returns it as one `Bytes`
+    /// plus the offset of each part in it; `None` when the region has no contiguous room.
+    pub fn write(&self, parts: &[Bytes]) -> Option<(Bytes, Vec<usize>)> {
+        let mut filling = self.reserve(parts.iter().map(Bytes::len).sum())?;
+        let offsets = parts
+            .iter()
+            .map(|part| {
+                let at = filling.filled();
+                filling.put(part);
+                at
+            })
+            .collect();
+        Some((filling.freeze(), offsets))
+    }
+
+    /// Whether `bytes` lie in the region (they are a slice of one of its records).
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        let region = self.inner.memory.as_ptr_range();
+        let at = bytes.as_ptr().cast::<UnsafeCell<u8>>();
+        !bytes.is_empty() && region.start <= at && at < region.end
+    }
+}
+
+/// A record being written: bytes are appended in order, then [`Filling::freeze`] makes them
+/// a record. Dropped unfrozen, its room is given back (a request that failed mid-read).
+pub struct Filling {
+    arena: Arc<Inner>,
+    seq: u64,
+    start: usize,
+    len: usize,
+    filled: usize,
+    frozen: bool,
+}
+
+impl Filling {
+    /// Bytes written so far.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Bytes that still fit.
+    pub fn remaining(&self) -> usize {
+        self.len - self.filled
+    }
+
+    /// Appends as much of `src` as fits and returns how much that was.
+    pub fn put(&mut self, src: &[u8]) -> usize {
+        let n = src.len().min(self.remaining());
+        let cells = &self.arena.memory[self.start + self.filled..][..n];
+        // SAFETY: the room [start, start + len) was allocated to this filling alone (see
+        // `Inner`'s Sync) and no record reads it until `freeze`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), n) };
+        dst.copy_from_slice(&src[..n]);
+        self.filled += n;
+        n
+    }
+
+    /// The bytes written so far.
+    pub fn written(&self) -> &[u8] {
+        let cells = &self.arena.memory[self.start..][..self.filled];
+        // SAFETY: written by this filling, which alone may write them, and `&self` excludes
+        // `put` while the slice lives.
+        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<u8>(), cells.len()) }
+    }
+
+    /// The bytes written so far as one record, sliceable into `Bytes` that keep it.
+    pub fn freeze(mut self) -> Bytes {
+        if self.filled == 0 {
+            return Bytes::new();
+        }
+        self.frozen = true;
+        Bytes::from_owner(Record {
+            arena: self.arena.clone(),
+            seq: self.seq,
+            start: self.start,
+            len: self.filled,
+        })
+    }
+}
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if !self.frozen {
+            self.arena.complete(self.seq);
+        }
     }
 }
 
@@ -240,6 +376,76 @@ mod tests {
         assert!(arena.write(&[b(b"w")]).is_some_and(|(w, _)| &w[..] == b"w"));
         assert_eq!((&y[..], &z[..]), (&b"yyyy"[..], &b"zzzzz"[..]));
         assert!(arena.write(&[b(b"too long for it")]).is_none());
+    }
+
+    #[test]
+    fn a_record_is_filled_in_place_and_an_abandoned_filling_gives_its_room_back() {
+        let arena = Arena::new(16);
+        let mut filling = arena.reserve(8).unwrap();
+        assert_eq!((filling.put(b"abc"), filling.put(b"defghijk")), (3, 5));
+        assert_eq!(filling.written(), b"abcdefgh");
+        let record = filling.freeze();
+        assert!(arena.holds(&record[2..4]) && !arena.holds(b"elsewhere"));
+        let abandoned = arena.reserve(8).unwrap();
+        assert!(arena.reserve(1).is_none(), "full");
+        drop(abandoned);
+        drop(record);
+        assert_eq!(arena.used(), 0);
+        let mut partial = arena.reserve(16).unwrap();
+        partial.put(b"xy");
+        assert_eq!(
+            &partial.freeze()[..],
+            b"xy",
+            "a short fill freezes what it has"
+        );
+        assert!(arena.reserve(0).is_none());
+    }
+
+    #[test]
+    fn records_stay_in_the_low_end_when_the_head_leaves_room_there() {
+        let arena = Arena::new(100);
+        let start = |record: &Bytes| record.as_ptr() as usize;
+        let ten = || arena.write(&[b(b"0123456789")]).unwrap().0;
+        let (a, a2, a3, a4, b1) = (ten(), ten(), ten(), ten(), ten());
+        let base = start(&a);
+        drop(a);
+        let c = ten();
+        assert_eq!(
+            start(&c) - base,
+            50,
+            "room at 0 for 10 bytes, 40 live: on after the tail"
+        );
+        drop((a2, a3, a4));
+        let d = ten();
+        assert_eq!(
+            start(&d),
+            base,
+            "room at 0 for 40 bytes, 20 live: back to 0"
+        );
+        drop((b1, c));
+        let e = ten();
+        assert_eq!(start(&e) - base, 10, "after d, the only live record");
+        assert_eq!(arena.used(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_waits_for_the_head_to_move_until_its_deadline() {
+        let arena = Arena::new(8);
+        let (held, _) = arena.write(&[b(b"held!!")]).unwrap();
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+        assert!(
+            arena.reserve_by(4, soon).await.is_none(),
+            "nobody moved the head"
+        );
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let waiter = tokio::spawn({
+            let arena = arena.clone();
+            async move { arena.reserve_by(4, later).await.map(|f| f.remaining()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), Some(4), "room came back in time");
+        assert_eq!(arena.inner.waiting.load(Ordering::Acquire), 0);
     }
 
     #[test]

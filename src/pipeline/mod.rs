@@ -67,6 +67,29 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Copies its span runs out of `region` into one buffer of their own (one copy, same
+    /// charge), so a batch waiting out a retry backoff does not hold the ring's head.
+    pub fn move_out_of(&mut self, region: &Arena) {
+        if !self.runs.iter().any(|run| region.holds(run)) {
+            return;
+        }
+        let mut moved = bytes::BytesMut::with_capacity(self.runs.iter().map(Bytes::len).sum());
+        let ends: Vec<usize> = self
+            .runs
+            .iter()
+            .map(|run| {
+                moved.extend_from_slice(run);
+                moved.len()
+            })
+            .collect();
+        let moved = moved.freeze();
+        let mut start = 0;
+        for (run, end) in self.runs.iter_mut().zip(ends) {
+            *run = moved.slice(start..end);
+            start = end;
+        }
+    }
+
     /// Size of the encoded request.
     pub fn encoded_len(&self) -> usize {
         self.header.len() + self.runs.iter().map(Bytes::len).sum::<usize>()

@@ -1,15 +1,13 @@
 //! The ring: many producers push reports, one or more batchers pull them, and every byte in
 //! between is paid for out of one budget.
 //!
-//! With a region ([`Ring::new`]; `cubesat serve` does not use one: end to end the copy costs
-//! no measurable CPU but the region's resident pages raise peak RSS beside the request
-//! buffers, and the budget's bound holds without it; see BENCHMARKS.md, "Peak RSS against
-//! `--buffer-bytes`"),
-//! a pushed report's span runs are copied once into the ring's preallocated region
-//! ([`Arena`]) and travel on as slices of it; the request buffer they came from is freed, and
-//! the report's charge shrinks to the bytes of its spans. When the region has no contiguous
-//! room the report keeps its request slices and its whole charge (counted in
-//! [`telemetry::RING_FALLBACKS`]).
+//! The ring has a preallocated region ([`Ring::new`], what `cubesat serve` runs): gRPC
+//! request messages are read straight into it at ingest (`ingest/grpc/message.rs`), and any
+//! other pushed report's span runs are copied into it once, freeing the request buffer they
+//! came from; the report's charge then shrinks to the bytes of its spans. Either way its spans
+//! travel on as slices of the region. When the region has no contiguous room the report keeps
+//! its request slices and its whole charge (counted in [`telemetry::RING_FALLBACKS`]).
+//! [`Ring::without_arena`] is the design without a region, kept for side-by-side benchmarks.
 //!
 //! A report's [`Charge`] stays with its spans through batching, sending and retrying, and is
 //! returned when they are delivered or dropped, so the budget bounds all memory the pipeline
@@ -94,8 +92,8 @@ impl Ring {
         (ring, receivers)
     }
 
-    /// A ring whose reports stay slices of their request buffers (no region, no copy): what
-    /// `cubesat serve` runs until the region's copy pays for itself (BENCHMARKS.md).
+    /// A ring whose reports stay slices of their request buffers (no region, no copy): the
+    /// design before the region, for side-by-side benchmarks and tests that need no region.
     pub fn without_arena(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
         let budget = Budget::new(config.capacity_bytes, config.high_water, config.low_water);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards.max(1))
@@ -191,13 +189,22 @@ impl Ring {
         let Some(arena) = &self.arena else {
             return spans;
         };
+        if spans.runs.iter().all(|run| arena.holds(run)) {
+            // Read straight into the region (a gRPC message): already where it stays.
+            return spans;
+        }
         let Some((record, offsets)) = arena.write(&spans.runs) else {
             if spans.bytes > 0 {
                 self.fallbacks.increment(1);
             }
             return spans;
         };
-        charge.shrink(charge.bytes().saturating_sub(record.len()));
+        // The per-report overhead (handles, batch entries) stays charged beside the spans.
+        charge.shrink(
+            charge
+                .bytes()
+                .saturating_sub(record.len() + super::REPORT_OVERHEAD),
+        );
         let runs = spans
             .runs
             .iter()
@@ -205,6 +212,11 @@ impl Ring {
             .map(|(run, at)| record.slice(at..at + run.len()))
             .collect();
         SpanRuns { runs, ..spans }
+    }
+
+    /// The preallocated region reports are written into, if the ring has one.
+    pub fn arena(&self) -> Option<&Arena> {
+        self.arena.as_ref()
     }
 
     /// The spool every report is written to, if any.
@@ -235,6 +247,7 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
+    use super::super::REPORT_OVERHEAD;
     use super::*;
     use bytes::Bytes;
 
@@ -302,15 +315,15 @@ mod tests {
             count: 2,
             bytes: 5,
         };
-        let charge = ring.reserve(request.len(), 2).unwrap();
+        let charge = ring.reserve(request.len() + REPORT_OVERHEAD, 2).unwrap();
         ring.push(key(b"t"), spans, charge).unwrap();
         let report = rx.iter_mut().find_map(|r| r.try_recv().ok()).unwrap();
         assert_eq!(
             report.charge.bytes(),
-            5,
-            "charged for its spans, not the request"
+            5 + REPORT_OVERHEAD,
+            "charged for its spans and the report's overhead, not the request"
         );
-        assert_eq!(ring.budget().part_bytes(Part::Ring), 5);
+        assert_eq!(ring.budget().part_bytes(Part::Ring), 5 + REPORT_OVERHEAD);
         let within = |b: &Bytes| request.as_ptr_range().contains(&b.as_ptr());
         assert!(
             !report.spans.runs.iter().any(within),
@@ -327,5 +340,34 @@ mod tests {
         );
         drop(report);
         assert_eq!((ring.used_bytes(), ring.held_spans()), (0, 0));
+    }
+
+    #[test]
+    fn a_batch_moves_out_of_the_region_before_a_retry_with_the_same_bytes() {
+        let (ring, _rx) = ring(1 << 20);
+        let region = ring.arena().unwrap();
+        let (record, _) = region
+            .write(&[Bytes::from_static(b"span-a span-b")])
+            .unwrap();
+        let mut batch = super::super::Batch {
+            key: key(b"t"),
+            header: Bytes::from_static(b"h"),
+            runs: vec![
+                record.slice(0..6),
+                Bytes::from_static(b"heap"),
+                record.slice(7..),
+            ],
+            spans: 3,
+            charge: ring.reserve(17, 3).unwrap(),
+            spooled: Spooled::default(),
+        };
+        drop(record);
+        assert_eq!(region.used(), 13);
+        batch.move_out_of(region);
+        assert_eq!(region.used(), 0, "the region's room is back");
+        assert!(!batch.runs.iter().any(|run| region.holds(run)));
+        let runs: Vec<&[u8]> = batch.runs.iter().map(|run| &run[..]).collect();
+        assert_eq!(runs, [&b"span-a"[..], b"heap", b"span-b"]);
+        assert_eq!(batch.encoded_len(), 17);
     }
 }

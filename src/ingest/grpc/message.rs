@@ -15,7 +15,8 @@ use tonic::Code;
 
 use crate::ingest::http::{BodyError, Compression, inflate};
 use crate::ingest::refused::Refused;
-use crate::pipeline::{Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
+use crate::pipeline::arena::Filling;
+use crate::pipeline::{Arena, Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
 
 /// The gRPC length prefix: a compressed flag and a big-endian length.
 const PREFIX: usize = 5;
@@ -77,13 +78,15 @@ fn encoding(headers: &HeaderMap) -> Result<Option<Compression>, MessageError> {
     }
 }
 
-/// Reads the request's one message within `limit` and `budget`; returns it (inflated) with
-/// the in-flight charge that pays for it: its buffer plus [`REQUEST_OVERHEAD`].
+/// Reads the request's one message within `limit` and `budget`, into `region` when it has
+/// room; returns it (inflated) with the in-flight charge that pays for it: its buffer plus
+/// [`REQUEST_OVERHEAD`].
 pub async fn read_message<B>(
     body: B,
     headers: &HeaderMap,
     limit: usize,
     budget: &Budget,
+    region: Option<&Arena>,
 ) -> Result<(Bytes, Charge), MessageError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -130,23 +133,57 @@ where
             return Err(full.into());
         }
     };
-    let mut buf = BytesMut::with_capacity(len);
+    // Uncompressed messages are read straight into the ring's region when it has room (they
+    // stay there until their spans are delivered); gzip ones are inflated, so their compressed
+    // bytes only pass through the heap.
+    // With no room there now and the budget under pressure (batches are being flushed at
+    // once, so the head is moving), it waits like admission for the head to pass completed
+    // records; otherwise, or after that, it falls back to the heap.
+    let filling = match region.filter(|_| !compressed) {
+        Some(region) if budget.under_pressure() => {
+            region
+                .reserve_by(len, tokio::time::Instant::now() + REGION_WAIT)
+                .await
+        }
+        Some(region) => region.reserve(len),
+        None => None,
+    };
+    let mut buf = match filling {
+        Some(filling) => Buffer::Region(filling),
+        None => Buffer::Heap(BytesMut::with_capacity(len)),
+    };
+    // A message still arriving after `REGION_HOLD` moves to the heap, so a slow client never
+    // holds the region's head.
+    let moved = tokio::time::sleep(REGION_HOLD);
+    let mut moved = std::pin::pin!(moved);
     loop {
-        let take = (len - buf.len()).min(rest.len());
-        buf.extend_from_slice(&rest[..take]);
+        let take = (len - buf.filled()).min(rest.len());
+        buf.put(&rest[..take]);
         rest.advance(take);
         if rest.has_remaining() {
             return Err(MessageError::ExtraData);
         }
-        match next_data(&mut body).await? {
+        let next = if let Buffer::Region(_) = buf {
+            tokio::select! {
+                biased;
+                next = next_data(&mut body) => next?,
+                () = &mut moved => {
+                    buf.move_to_heap(len);
+                    next_data(&mut body).await?
+                }
+            }
+        } else {
+            next_data(&mut body).await?
+        };
+        match next {
             Some(data) => rest = data,
             None => break,
         }
     }
-    if buf.len() < len {
+    if buf.filled() < len {
         return Err(MessageError::Incomplete(format!(
             "{} of {len} bytes arrived",
-            buf.len()
+            buf.filled()
         )));
     }
     let buf = buf.freeze();
@@ -163,6 +200,54 @@ where
         other => MessageError::Corrupt(other.to_string()),
     })?;
     Ok((inflated, charge))
+}
+
+/// How long a message waits, under pressure, for room in the ring's region before it is read
+/// to the heap instead (room comes back as the head passes delivered records; a request that
+/// waited longer would add its wait to the client's latency for little saved).
+const REGION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How long a message may take to arrive in the ring's region before it is moved to the heap.
+const REGION_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Where a message is read to: the ring's region, or (no room, compressed, or slow) the heap.
+enum Buffer {
+    Region(Filling),
+    Heap(BytesMut),
+}
+
+impl Buffer {
+    fn filled(&self) -> usize {
+        match self {
+            Buffer::Region(filling) => filling.filled(),
+            Buffer::Heap(heap) => heap.len(),
+        }
+    }
+
+    fn put(&mut self, src: &[u8]) {
+        match self {
+            Buffer::Region(filling) => {
+                filling.put(src);
+            }
+            Buffer::Heap(heap) => heap.extend_from_slice(src),
+        }
+    }
+
+    /// Copies what arrived so far to a heap buffer of `len` bytes and gives the room back.
+    fn move_to_heap(&mut self, len: usize) {
+        if let Buffer::Region(filling) = self {
+            let mut heap = BytesMut::with_capacity(len);
+            heap.extend_from_slice(filling.written());
+            *self = Buffer::Heap(heap);
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Buffer::Region(filling) => filling.freeze(),
+            Buffer::Heap(heap) => heap.freeze(),
+        }
+    }
 }
 
 /// Messages up to this size are read to their end (and dropped) when refused for room, so
@@ -211,6 +296,16 @@ mod tests {
         out
     }
 
+    /// Reads a request whose whole body is `wire`, with no region.
+    async fn read_whole(
+        wire: Vec<u8>,
+        headers: &HeaderMap,
+        limit: usize,
+        budget: &Budget,
+    ) -> Result<(Bytes, Charge), MessageError> {
+        read_message(Full::new(Bytes::from(wire)), headers, limit, budget, None).await
+    }
+
     fn gzip_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
@@ -226,7 +321,7 @@ mod tests {
             .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
             .collect();
         let body = StreamBody::new(futures_util::stream::iter(frames));
-        let (message, charge) = read_message(body, &HeaderMap::new(), 100, &budget)
+        let (message, charge) = read_message(body, &HeaderMap::new(), 100, &budget, None)
             .await
             .unwrap();
         assert_eq!(message, "hello world");
@@ -242,7 +337,7 @@ mod tests {
         let declare = |len: u32| {
             let mut prefix = vec![0u8];
             prefix.extend_from_slice(&len.to_be_bytes());
-            read_message(Full::new(Bytes::from(prefix)), &headers, 4 << 20, &budget)
+            read_whole(prefix, &headers, 4 << 20, &budget)
         };
         let error = declare(1 << 30).await.unwrap_err();
         assert!(matches!(error, MessageError::TooLarge { declared, .. } if declared == 1 << 30));
@@ -258,36 +353,21 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&vec![0u8; 8 << 20]).unwrap();
         let bomb = framed(1, &enc.finish().unwrap());
-        let error = read_message(
-            Full::new(Bytes::from(bomb)),
-            &gzip_headers(),
-            1 << 20,
-            &budget,
-        )
-        .await
-        .unwrap_err();
+        let error = read_whole(bomb, &gzip_headers(), 1 << 20, &budget)
+            .await
+            .unwrap_err();
         assert_eq!(Refused::from(error).grpc_code(), Code::ResourceExhausted);
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(b"spans").unwrap();
         let small = framed(1, &enc.finish().unwrap());
-        let (message, _charge) = read_message(
-            Full::new(Bytes::from(small)),
-            &gzip_headers(),
-            1 << 20,
-            &budget,
-        )
-        .await
-        .unwrap();
+        let (message, _charge) = read_whole(small, &gzip_headers(), 1 << 20, &budget)
+            .await
+            .unwrap();
         assert_eq!(message, "spans");
         let flagged = framed(1, b"x");
-        let error = read_message(
-            Full::new(Bytes::from(flagged)),
-            &HeaderMap::new(),
-            10,
-            &budget,
-        )
-        .await
-        .unwrap_err();
+        let error = read_whole(flagged, &HeaderMap::new(), 10, &budget)
+            .await
+            .unwrap_err();
         assert_eq!(Refused::from(error).grpc_code(), Code::Internal);
     }
 
@@ -296,15 +376,64 @@ mod tests {
         let budget = Budget::new(1 << 20, 0.9, 0.5);
         let mut cut = framed(0, b"hello");
         cut.truncate(7);
-        let error = read_message(Full::new(Bytes::from(cut)), &HeaderMap::new(), 100, &budget)
+        let error = read_whole(cut, &HeaderMap::new(), 100, &budget)
             .await
             .unwrap_err();
         assert!(error.to_string().contains("2 of 5 bytes"), "{error}");
         let mut two = framed(0, b"a");
         two.extend(framed(0, b"b"));
-        let error = read_message(Full::new(Bytes::from(two)), &HeaderMap::new(), 100, &budget)
+        let error = read_whole(two, &HeaderMap::new(), 100, &budget)
             .await
             .unwrap_err();
         assert!(matches!(error, MessageError::ExtraData));
+    }
+
+    #[tokio::test]
+    async fn a_message_is_read_into_the_region_when_it_has_room() {
+        let budget = Budget::new(1 << 20, 0.9, 0.5);
+        let region = Arena::new(64);
+        let headers = HeaderMap::new();
+        let read = |message: &'static [u8], region| {
+            let body = Full::new(Bytes::from(framed(0, message)));
+            read_message(body, &headers, 100, &budget, region)
+        };
+        let (message, _charge) = read(b"in the region", Some(&region)).await.unwrap();
+        assert_eq!(message, "in the region");
+        assert!(region.holds(&message[3..]));
+        let (message, _charge) = read(&[b'x'; 60], Some(&region)).await.unwrap();
+        assert!(!region.holds(&message), "no room: read to the heap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_message_moves_out_of_the_region() {
+        let budget = Budget::new(1 << 20, 0.9, 0.5);
+        let region = Arena::new(1 << 10);
+        let wire = framed(0, b"slowly, slowly");
+        let (tx, rx) = tokio::sync::mpsc::channel::<
+            Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+        >(4);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+            &wire[..9],
+        ))))
+        .await
+        .unwrap();
+        let reader = tokio::spawn({
+            let region = region.clone();
+            async move { read_message(body, &HeaderMap::new(), 100, &budget, Some(&region)).await }
+        });
+        tokio::time::sleep(REGION_HOLD / 2).await;
+        assert_eq!(region.used(), 14, "reading into the region");
+        tokio::time::sleep(REGION_HOLD).await;
+        assert_eq!(region.used(), 0, "moved out: the room is back");
+        tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+            &wire[9..],
+        ))))
+        .await
+        .unwrap();
+        drop(tx);
+        let (message, _charge) = reader.await.unwrap().unwrap();
+        assert_eq!(message, "slowly, slowly");
+        assert!(!region.holds(&message));
     }
 }
