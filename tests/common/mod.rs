@@ -6,6 +6,7 @@
 
 mod capture;
 mod clients;
+pub mod dataset;
 mod envoy;
 mod legacy;
 mod process;
