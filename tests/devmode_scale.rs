@@ -16,14 +16,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::dataset::{Exports, Rng, hex, kv, s};
-use common::{Cubesat, post, tool_python};
+use common::{BrowserCheck, Cubesat, chromium, post, screenshots_dir, tool_python};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -409,23 +405,10 @@ fn dev(store: &str) -> Cubesat {
     Cubesat::run("dev", &["--store-bytes", store])
 }
 
-fn screenshots() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if std::env::var("CUBESAT_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        root.join("docs")
-    } else {
-        root.join("target/screenshots")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn developer_mode_at_scale_in_a_real_browser() {
     let playwright = tool_python("CUBESAT_PLAYWRIGHT_PYTHON", "playwright", "playwright");
-    let chromium = std::env::var("CUBESAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "no Chromium at {chromium}; set CUBESAT_CHROMIUM"
-    );
+    let chromium = chromium();
 
     let made = Instant::now();
     let data = dataset(8_500, 1, true, now_ns());
@@ -453,8 +436,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
     let pinned = few.producer.0.clone();
     send(&small, &few.requests).await;
 
-    let shots = screenshots();
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = screenshots_dir();
     let config = json!({
         "base": format!("http://{}", big.admin),
         "small": format!("http://{}", small.admin),
@@ -468,35 +450,11 @@ async fn developer_mode_at_scale_in_a_real_browser() {
         "consumer": [data.consumer.0, data.consumer.1],
         "pinned": pinned,
     });
-    let log_dir = tempfile::tempdir().unwrap();
-    let browser_log = log_dir.path().join("browser.stderr");
-    let mut browser = Command::new(&playwright)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/check_scale.py"))
-        .arg(config.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&browser_log).unwrap())
-        .spawn()
-        .expect("start check_scale.py");
-    let stdout = browser.stdout.take().unwrap();
-    let mut stdin = browser.stdin.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let failed = |what: &str| -> ! {
-        panic!(
-            "browser check: {what}\n{}",
-            std::fs::read_to_string(&browser_log).unwrap_or_default()
-        )
-    };
+    let mut browser = BrowserCheck::start(&playwright, "check_scale.py", &config);
     let mut result = None;
     while result.is_none() {
-        let line = match rx.recv_timeout(Duration::from_secs(240)) {
-            Ok(line) => line,
-            Err(_) => failed("no answer from the browser script"),
+        let Some(line) = browser.next_line(Duration::from_secs(240)) else {
+            browser.failed("no answer from the browser script")
         };
         match line.as_str() {
             "PINNED" => {
@@ -505,7 +463,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
                 send(&small, &more.requests).await;
                 let st = status(&small).await;
                 assert!(st["traces"]["evicted"].as_u64() > Some(1_000), "{st}");
-                writeln!(stdin, "go").unwrap();
+                browser.answer("go");
             }
             "LIVE_READY" => {
                 // A trace with a 64-bit id while the live tail is open.
@@ -527,7 +485,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
                 }
                 live.flush();
                 send(&big, &live.requests).await;
-                writeln!(stdin, "3").unwrap();
+                browser.answer("3");
             }
             other => match other.strip_prefix("RESULT ") {
                 Some(json) => result = Some(json.to_owned()),
@@ -535,9 +493,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
             },
         }
     }
-    drop(stdin);
-    let status = browser.wait().unwrap();
-    assert!(status.success(), "check_scale.py exited {status}");
+    browser.finish();
     let seen: Json = serde_json::from_str(&result.unwrap()).unwrap();
     eprintln!("browser saw: {seen:#}");
 
