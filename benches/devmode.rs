@@ -18,11 +18,17 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use cubesat::devmode::store::{Scale, SpanQuery, Store, parse_trace_id};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
+
+/// The generator's building blocks, shared with tests/devmode_scale.rs.
+#[path = "../tests/common/dataset.rs"]
+mod dataset;
+
+use dataset::{Exports, Rng, hex, kv, s};
 
 /// Counts live heap bytes and allocations.
 struct Counting;
@@ -68,32 +74,9 @@ fn live() -> (isize, isize) {
     )
 }
 
-/// xorshift64*: deterministic traces without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::StringValue(v.into())
-}
+/// Bookinfo's services, in the order a page load first reaches them (the order of the
+/// resources in its export).
+const BOOKINFO: [&str; 4] = ["productpage", "details", "reviews", "ratings"];
 
 /// One span of the Bookinfo shape: (label, parent label, service, name, kind, offset µs,
 /// typical duration µs).
@@ -107,9 +90,10 @@ type Hop = (
     u64,
 );
 
-/// One Bookinfo page load as an OTLP export, one resource per service, the way Envoy's
-/// OpenTelemetry tracer sends it (client and server proxy spans for every call).
-fn bookinfo(n: u64, rng: &mut Rng, base_ns: u64) -> ExportTraceServiceRequest {
+/// One Bookinfo page load: its trace id, and its encoded OTLP export with one resource per
+/// service, the way Envoy's OpenTelemetry tracer sends it (client and server proxy spans for
+/// every call).
+fn bookinfo(n: u64, rng: &mut Rng, base_ns: u64) -> (Vec<u8>, Vec<u8>) {
     let trace_id: Vec<u8> = [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat();
     let request_id = format!("{:016x}-{:04x}", rng.next(), n & 0xffff);
     let start = base_ns + n * 1_000_000;
@@ -180,7 +164,10 @@ fn bookinfo(n: u64, rng: &mut Rng, base_ns: u64) -> ExportTraceServiceRequest {
         ),
     ];
     let ids: Vec<Vec<u8>> = (0..7).map(|_| rng.next().to_be_bytes().to_vec()).collect();
-    let mut by_service: Vec<(&str, Vec<Span>)> = Vec::new();
+    let mut out = Exports::new(usize::MAX, |&service: &usize| Resource {
+        attributes: vec![kv("service.name", s(BOOKINFO[service]))],
+        ..Default::default()
+    });
     for (label, parent, service, name, kind, offset, duration) in shape {
         let duration = duration / 2 + rng.below(duration);
         let begin = start + offset * 1000;
@@ -250,27 +237,11 @@ fn bookinfo(n: u64, rng: &mut Rng, base_ns: u64) -> ExportTraceServiceRequest {
             }),
             ..Default::default()
         };
-        match by_service.iter_mut().find(|(name, _)| *name == service) {
-            Some((_, spans)) => spans.push(span),
-            None => by_service.push((service, vec![span])),
-        }
+        let key = BOOKINFO.iter().position(|b| *b == service);
+        out.add(key.expect("a Bookinfo service"), span);
     }
-    ExportTraceServiceRequest {
-        resource_spans: by_service
-            .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", s(service))],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    }
+    out.flush();
+    (trace_id, out.requests.pop().expect("one request"))
 }
 
 /// What the store thread does with one request: decode, then insert span by span with the
@@ -305,7 +276,7 @@ fn load(limit: usize) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ limit as u64);
     // Encode ahead (a ring of distinct requests) so the timed loop is decode + insert only.
     let requests: Vec<Vec<u8>> = (0..2048)
-        .map(|n| bookinfo(n, &mut rng, base_ns).encode_to_vec())
+        .map(|n| bookinfo(n, &mut rng, base_ns).1)
         .collect();
     let request_bytes: usize = requests.iter().map(Vec::len).sum::<usize>() / requests.len();
 
@@ -407,13 +378,9 @@ fn store_with(spans: u64) -> (Store, String) {
     let mut n = 0;
     let mut last_trace = String::new();
     while stored < spans {
-        let export = bookinfo(n, &mut rng, base_ns);
-        last_trace = export.resource_spans[0].scope_spans[0].spans[0]
-            .trace_id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        stored += decode_and_insert(&mut store, &export.encode_to_vec());
+        let (trace_id, body) = bookinfo(n, &mut rng, base_ns);
+        last_trace = hex(&trace_id);
+        stored += decode_and_insert(&mut store, &body);
         n += 1;
     }
     (store, last_trace)

@@ -275,22 +275,12 @@ async fn send_reports(addr: SocketAddr, trace: u64, n: u64) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_open_batches_at_once_and_a_stuck_client_does_not_hold_the_drain() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        "cfg-token",
-        "--batch-timeout",
-        "30s",
-        "--drain-timeout",
-        "20s",
-        "--shutdown-grace",
-        "1s",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, mut cubesat) = ServeToCapture::new()
+        .token("cfg-token")
+        .batch_timeout("30s")
+        .args(&["--drain-timeout", "20s", "--shutdown-grace", "1s"])
+        .start()
+        .await;
     let sent = send_reports(cubesat.ingest, 7, 5).await;
     // A client stuck in the middle of its request body.
     let mut stuck = TcpStream::connect(cubesat.ingest).await.unwrap();
@@ -559,21 +549,14 @@ async fn max_connection_age_rotates_a_real_clients_connection_without_losing_spa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rereads_the_token_file_and_keeps_the_old_token_on_a_bad_one() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "first-token\n").unwrap();
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token-file",
-        file.to_str().unwrap(),
-        "--batch-timeout",
-        "50ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .batch_timeout("50ms")
+        .args(&["--access-token-file", file.to_str().unwrap()])
+        .start()
+        .await;
     let channel = envoy_channel(cubesat.ingest).await;
     let hangup = || {
         nix::sys::signal::kill(

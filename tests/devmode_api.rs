@@ -20,15 +20,7 @@ use serde_json::{Value, json};
 
 /// Starts `cubesat dev` on port 0 with `args` added.
 fn dev(args: &[&str]) -> Cubesat {
-    let mut all = vec![
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    Cubesat::start(&all)
+    Cubesat::run("dev", args)
 }
 
 /// What the SDK reports for one sent span.
@@ -671,10 +663,13 @@ async fn lightstep_tracer_spans_are_stored_too() {
 
 #[tokio::test]
 async fn with_an_upstream_dev_mode_forwards_and_stores() {
-    let capture = Capture::default();
-    let server = capture.serve("127.0.0.1:0", None).await;
+    let (capture, server, cubesat) = ServeToCapture::new()
+        .dev()
+        .batch_timeout("50ms")
+        .no_ready_wait()
+        .start()
+        .await;
     let upstream = format!("http://{}", server.addr);
-    let cubesat = dev(&["--upstream", &upstream, "--batch-timeout", "50ms"]);
     let sent = send_spans("grpc", &cubesat, &Value::Array(bookinfo_trace(0))).await;
     let forwarded = capture.wait_otlp_spans(7, Duration::from_secs(15)).await;
     let forwarded_ids: BTreeSet<String> = forwarded

@@ -16,20 +16,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Cubesat, post, tool_python};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use common::dataset::{Exports, Rng, hex, kv, s};
+use common::{BrowserCheck, Cubesat, chromium, post, screenshots_dir, tool_python};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::{Value as Json, json};
 
 /// The 15 services, in call order: a service calls only services after it (plus the one cycle
@@ -56,87 +50,8 @@ const BIG_TRACE_SPANS: usize = 20_000;
 const BIG_ERROR_TEXT: &str = "insufficient funds";
 const MS: u64 = 1_000_000;
 
-/// xorshift64*: a deterministic dataset without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::StringValue(v.into())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Spans waiting to be posted, by service; flushed as one OTLP request per ~800 spans.
-struct Batcher {
-    by_service: BTreeMap<usize, Vec<Span>>,
-    pending: usize,
-    requests: Vec<Vec<u8>>,
-    spans: usize,
-}
-
-impl Batcher {
-    fn new() -> Self {
-        Batcher {
-            by_service: BTreeMap::new(),
-            pending: 0,
-            requests: Vec::new(),
-            spans: 0,
-        }
-    }
-
-    fn add(&mut self, service: usize, span: Span) {
-        self.by_service.entry(service).or_default().push(span);
-        self.pending += 1;
-        self.spans += 1;
-        if self.pending >= 800 {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.pending == 0 {
-            return;
-        }
-        let export = ExportTraceServiceRequest {
-            resource_spans: std::mem::take(&mut self.by_service)
-                .into_iter()
-                .map(|(service, spans)| ResourceSpans {
-                    resource: Some(resource(service)),
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        };
-        self.requests.push(export.encode_to_vec());
-        self.pending = 0;
-    }
-}
-
-fn resource(service: usize) -> Resource {
+/// The resource of service `service` (an index into `SERVICES`).
+fn resource(&service: &usize) -> Resource {
     let name = SERVICES[service];
     Resource {
         attributes: vec![
@@ -233,7 +148,8 @@ fn trace_id(rng: &mut Rng, n: u64) -> Vec<u8> {
 /// `with_big`, and the skewed and linked traces.
 fn dataset(regular: u64, seed: u64, with_big: bool, now_ns: u64) -> Dataset {
     let mut rng = Rng(0x5eed_cafe_f00d_0001 ^ seed);
-    let mut out = Batcher::new();
+    // One OTLP request per ~800 spans.
+    let mut out = Exports::new(800, resource);
     let mut next_id = seed << 40;
     let mut id = || {
         next_id += 1;
@@ -486,34 +402,13 @@ async fn send(cubesat: &Cubesat, requests: &[Vec<u8>]) {
 }
 
 fn dev(store: &str) -> Cubesat {
-    Cubesat::start(&[
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--store-bytes",
-        store,
-    ])
-}
-
-fn screenshots() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if std::env::var("CUBESAT_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        root.join("docs")
-    } else {
-        root.join("target/screenshots")
-    }
+    Cubesat::run("dev", &["--store-bytes", store])
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn developer_mode_at_scale_in_a_real_browser() {
     let playwright = tool_python("CUBESAT_PLAYWRIGHT_PYTHON", "playwright", "playwright");
-    let chromium = std::env::var("CUBESAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "no Chromium at {chromium}; set CUBESAT_CHROMIUM"
-    );
+    let chromium = chromium();
 
     let made = Instant::now();
     let data = dataset(8_500, 1, true, now_ns());
@@ -541,8 +436,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
     let pinned = few.producer.0.clone();
     send(&small, &few.requests).await;
 
-    let shots = screenshots();
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = screenshots_dir();
     let config = json!({
         "base": format!("http://{}", big.admin),
         "small": format!("http://{}", small.admin),
@@ -556,35 +450,11 @@ async fn developer_mode_at_scale_in_a_real_browser() {
         "consumer": [data.consumer.0, data.consumer.1],
         "pinned": pinned,
     });
-    let log_dir = tempfile::tempdir().unwrap();
-    let browser_log = log_dir.path().join("browser.stderr");
-    let mut browser = Command::new(&playwright)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/check_scale.py"))
-        .arg(config.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&browser_log).unwrap())
-        .spawn()
-        .expect("start check_scale.py");
-    let stdout = browser.stdout.take().unwrap();
-    let mut stdin = browser.stdin.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let failed = |what: &str| -> ! {
-        panic!(
-            "browser check: {what}\n{}",
-            std::fs::read_to_string(&browser_log).unwrap_or_default()
-        )
-    };
+    let mut browser = BrowserCheck::start(&playwright, "check_scale.py", &config);
     let mut result = None;
     while result.is_none() {
-        let line = match rx.recv_timeout(Duration::from_secs(240)) {
-            Ok(line) => line,
-            Err(_) => failed("no answer from the browser script"),
+        let Some(line) = browser.next_line(Duration::from_secs(240)) else {
+            browser.failed("no answer from the browser script")
         };
         match line.as_str() {
             "PINNED" => {
@@ -593,37 +463,29 @@ async fn developer_mode_at_scale_in_a_real_browser() {
                 send(&small, &more.requests).await;
                 let st = status(&small).await;
                 assert!(st["traces"]["evicted"].as_u64() > Some(1_000), "{st}");
-                writeln!(stdin, "go").unwrap();
+                browser.answer("go");
             }
             "LIVE_READY" => {
                 // A trace with a 64-bit id while the live tail is open.
                 let live_id = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64, 0xb1, 0x7e, 0x57];
-                let spans = (1..=3u64)
-                    .map(|i| {
-                        span(
-                            &live_id,
-                            0xfeed_0000 + i,
-                            if i == 1 { 0 } else { 0xfeed_0001 },
-                            "live op",
-                            2,
-                            now_ns(),
-                            MS,
-                            None,
-                        )
-                    })
-                    .collect();
-                let export = ExportTraceServiceRequest {
-                    resource_spans: vec![ResourceSpans {
-                        resource: Some(resource(3)),
-                        scope_spans: vec![ScopeSpans {
-                            spans,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                };
-                send(&big, &[export.encode_to_vec()]).await;
-                writeln!(stdin, "3").unwrap();
+                let mut live = Exports::new(usize::MAX, resource);
+                for i in 1..=3u64 {
+                    let parent = if i == 1 { 0 } else { 0xfeed_0001 };
+                    let op = span(
+                        &live_id,
+                        0xfeed_0000 + i,
+                        parent,
+                        "live op",
+                        2,
+                        now_ns(),
+                        MS,
+                        None,
+                    );
+                    live.add(3, op);
+                }
+                live.flush();
+                send(&big, &live.requests).await;
+                browser.answer("3");
             }
             other => match other.strip_prefix("RESULT ") {
                 Some(json) => result = Some(json.to_owned()),
@@ -631,9 +493,7 @@ async fn developer_mode_at_scale_in_a_real_browser() {
             },
         }
     }
-    drop(stdin);
-    let status = browser.wait().unwrap();
-    assert!(status.success(), "check_scale.py exited {status}");
+    browser.finish();
     let seen: Json = serde_json::from_str(&result.unwrap()).unwrap();
     eprintln!("browser saw: {seen:#}");
 

@@ -14,34 +14,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cubesat, otel_python, tool_python};
+use common::{
+    BrowserCheck, Cubesat, browser_script, chromium, otel_python, screenshots_dir, tool_python,
+};
 use serde_json::Value;
 
 const TRACES: usize = 6;
 const ERROR_TRACE: usize = 2;
 const SPANS_PER_TRACE: usize = 7;
-
-fn chromium() -> String {
-    let path = std::env::var("CUBESAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&path).is_file(),
-        "no Chromium at {path}; set CUBESAT_CHROMIUM or run scripts/test (it installs Debian's chromium)"
-    );
-    path
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/browser")
-        .join(name)
-}
 
 /// One span as the SDK sent it.
 #[derive(Debug, Clone)]
@@ -58,7 +42,7 @@ struct Sent {
 /// Sends `traces` Bookinfo page loads (trace number `error_index` fails in ratings).
 fn send_bookinfo(python: &str, ingest: SocketAddr, traces: usize, error_index: usize) -> Vec<Sent> {
     let out = Command::new(python)
-        .arg(script("bookinfo_send.py"))
+        .arg(browser_script("bookinfo_send.py"))
         .arg(ingest.to_string())
         .arg(traces.to_string())
         .arg(error_index.to_string())
@@ -133,13 +117,7 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
     let playwright = tool_python("CUBESAT_PLAYWRIGHT_PYTHON", "playwright", "playwright");
     let chromium = chromium();
 
-    let cubesat = Cubesat::start(&[
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let cubesat = Cubesat::run("dev", &[]);
     cubesat.wait_ready(200, Duration::from_secs(10)).await;
     let sent = send_bookinfo(&otel, cubesat.ingest, TRACES, ERROR_TRACE);
     assert_eq!(sent.len(), TRACES * SPANS_PER_TRACE);
@@ -151,13 +129,7 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
         .expect("one error span")
         .trace_id
         .clone();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let docs = if std::env::var("CUBESAT_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        root.join("docs")
-    } else {
-        root.join("target/screenshots")
-    };
-    std::fs::create_dir_all(&docs).unwrap();
+    let docs = screenshots_dir();
     let config = serde_json::json!({
         "base": format!("http://{}", cubesat.admin),
         "chromium": chromium,
@@ -168,48 +140,21 @@ async fn the_ui_shows_bookinfo_traces_in_a_real_browser() {
 
     // The browser script reports "LIVE_READY" once the live tail is connected; more spans are
     // sent then, and it waits on stdin for how many to expect.
-    let log_dir = tempfile::tempdir().unwrap();
-    let browser_log = log_dir.path().join("browser.stderr");
-    let mut browser = Command::new(&playwright)
-        .arg(script("check_ui.py"))
-        .arg(config.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&browser_log).unwrap())
-        .spawn()
-        .expect("start check_ui.py");
-    let stdout = browser.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let browser_failed = |what: &str| -> ! {
-        panic!(
-            "browser check: {what}\n{}\ncubesat stderr:\n{}",
-            std::fs::read_to_string(&browser_log).unwrap_or_default(),
-            cubesat.stderr()
-        )
-    };
-    let next_line = |within: Duration| -> Option<String> { rx.recv_timeout(within).ok() };
-    match next_line(Duration::from_secs(180)) {
+    let mut browser = BrowserCheck::start(&playwright, "check_ui.py", &config);
+    match browser.next_line(Duration::from_secs(180)) {
         Some(line) if line == "LIVE_READY" => {}
-        other => browser_failed(&format!("expected LIVE_READY, got {other:?}")),
+        other => browser.failed(&format!("expected LIVE_READY, got {other:?}")),
     }
     let live_sent = send_bookinfo(&otel, cubesat.ingest, 1, usize::MAX);
-    let mut stdin = browser.stdin.take().unwrap();
-    writeln!(stdin, "{}", live_sent.len()).unwrap();
-    drop(stdin);
-    let result = match next_line(Duration::from_secs(60)) {
+    browser.answer(&live_sent.len().to_string());
+    let result = match browser.next_line(Duration::from_secs(60)) {
         Some(line) => match line.strip_prefix("RESULT ") {
             Some(json) => json.to_owned(),
-            None => browser_failed(&format!("expected RESULT, got {line:?}")),
+            None => browser.failed(&format!("expected RESULT, got {line:?}")),
         },
-        None => browser_failed("no RESULT line"),
+        None => browser.failed("no RESULT line"),
     };
-    let status = browser.wait().unwrap();
-    assert!(status.success(), "check_ui.py exited {status}");
+    browser.finish();
     let seen: Value = serde_json::from_str(&result).unwrap();
 
     assert_eq!(

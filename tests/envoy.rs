@@ -90,11 +90,7 @@ async fn backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_opentelemetry_tracer_spans_arrive_with_the_token() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&["--upstream", &url, "--batch-timeout", "100ms"]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new().start().await;
     let (backend, _backend_task) = backend().await;
 
     let (outbound, admin) = (free_port(), free_port());

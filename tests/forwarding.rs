@@ -25,18 +25,11 @@ fn assert_spans_arrived_untouched(capture: &Capture, sent: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_reports_arrive_byte_for_byte_with_the_token_in_fewer_requests() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "300ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("300ms")
+        .start()
+        .await;
 
     let channel = envoy_channel(cubesat.ingest).await;
     let reporter = envoy_reporter("productpage.default", 42);
@@ -112,18 +105,11 @@ async fn envoy_reports_arrive_byte_for_byte_with_the_token_in_fewer_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reports_own_token_wins_and_tokens_never_share_a_request() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "300ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("300ms")
+        .start()
+        .await;
 
     // Same reporter bytes, different projects: only the token tells them apart.
     let reporter = envoy_reporter("reviews.default", 9);
@@ -168,29 +154,16 @@ async fn a_reports_own_token_wins_and_tokens_never_share_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_ingest_and_tls_upstream_with_the_dev_ca() {
-    let (_dir, ca, cert, key) = dev_certs();
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", Some((&cert, &key))).await;
-    let url = format!("https://localhost:{}", upstream.addr.port());
-    let cubesat = Cubesat::serve(&[
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--upstream",
-        &url,
-        "--upstream-ca",
-        ca.to_str().unwrap(),
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "200ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let certs = TlsIngest::new();
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("200ms")
+        .args(&certs.args())
+        .upstream_tls(&certs)
+        .start()
+        .await;
     let tls = cubesat.tls.expect("TLS start line");
-    let channel = tls_channel(tls, &ca).await;
+    let channel = tls_channel(tls, &certs.ca).await;
     let reporter = envoy_reporter("details.default", 5);
     let mut sent = Vec::new();
     for i in 0..5u64 {
@@ -211,18 +184,11 @@ async fn tls_ingest_and_tls_upstream_with_the_dev_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reports_get_the_right_status_while_good_clients_are_served() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "200ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("200ms")
+        .start()
+        .await;
     let ingest = cubesat.ingest;
 
     let good = tokio::spawn(async move {
@@ -273,19 +239,8 @@ async fn bad_reports_get_the_right_status_while_good_clients_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_outage_loses_nothing_and_readiness_follows_it() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
+    let (capture, upstream, cubesat) = ServeToCapture::new().token(TOKEN).start().await;
     let addr = upstream.addr;
-    let url = format!("http://{addr}");
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
 
     upstream.stop().await;
     let channel = envoy_channel(cubesat.ingest).await;
@@ -322,20 +277,12 @@ async fn an_upstream_outage_loses_nothing_and_readiness_follows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_buffered_spans_then_exits_zero() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "1h",
-        "--batch-spans",
-        "100000",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, mut cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("1h")
+        .args(&["--batch-spans", "100000"])
+        .start()
+        .await;
     let channel = envoy_channel(cubesat.ingest).await;
     let mut sent = Vec::new();
     for i in 0..5u64 {
@@ -364,24 +311,21 @@ async fn sigterm_flushes_buffered_spans_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_answers_unavailable_and_counts_the_drop() {
     // The upstream refuses to take anything, so the buffer fills and stays full.
-    let capture = Capture::default();
-    *capture.answer.lock().unwrap() = Answer::Fail(tonic::Code::Unavailable);
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-        "--buffer-bytes",
-        "64KiB",
-        "--max-message-bytes",
-        "32KiB",
-        "--batch-bytes",
-        "16KiB",
-    ]);
+    let (_capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("50ms")
+        .args(&[
+            "--buffer-bytes",
+            "64KiB",
+            "--max-message-bytes",
+            "32KiB",
+            "--batch-bytes",
+            "16KiB",
+        ])
+        .answer(Answer::Fail(tonic::Code::Unavailable))
+        .no_ready_wait()
+        .start()
+        .await;
     let channel = envoy_channel(cubesat.ingest).await;
     let reporter = envoy_reporter("reviews.default", 3);
     let mut refused = None;
@@ -409,18 +353,13 @@ async fn a_full_buffer_answers_unavailable_and_counts_the_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_refusing_a_batch_drops_it_counted_without_retry() {
-    let capture = Capture::default();
-    *capture.answer.lock().unwrap() = Answer::Fail(tonic::Code::Unauthenticated);
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-    ]);
+    let (_capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("50ms")
+        .answer(Answer::Fail(tonic::Code::Unauthenticated))
+        .no_ready_wait()
+        .start()
+        .await;
     let channel = envoy_channel(cubesat.ingest).await;
     let (body, _) = envoy_report(&envoy_reporter("reviews.default", 3), "", 1, 0..7);
     send_raw(&channel, body, false).await.unwrap();
@@ -444,10 +383,11 @@ async fn the_upstream_refusing_a_batch_drops_it_counted_without_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reported_drops_are_counted_not_forwarded() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&["--upstream", &url, "--batch-timeout", "50ms"]);
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .batch_timeout("50ms")
+        .no_ready_wait()
+        .start()
+        .await;
     let channel = envoy_channel(cubesat.ingest).await;
     let report = pb::ReportRequest {
         reporter: Some(envoy_reporter("x", 1)),

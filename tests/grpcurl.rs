@@ -33,18 +33,7 @@ fn run(mut cmd: Command) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_services_by_reflection_and_reports_from_json() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        "tok",
-        "--batch-timeout",
-        "100ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &[]).await;
     let target = cubesat.ingest.to_string();
 
     let mut list = grpcurl();

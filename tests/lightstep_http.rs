@@ -172,18 +172,11 @@ fn cpp_header(dropped: i64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpp_streaming_upload_replayed_byte_for_byte() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("50ms")
+        .start()
+        .await;
     let addr = cubesat.ingest;
 
     let spans: Vec<Vec<u8>> = (1..=6).map(cpp_span).collect();
@@ -239,18 +232,11 @@ async fn a_cpp_streaming_upload_replayed_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_off_mid_chunk_keeps_its_complete_spans() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("50ms")
+        .start()
+        .await;
 
     let mut stream = TcpStream::connect(cubesat.ingest).unwrap();
     stream.write_all(CPP_STREAM_HEAD).unwrap();
@@ -287,18 +273,11 @@ async fn a_stream_cut_off_mid_chunk_keeps_its_complete_spans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_reports_in_both_key_styles_and_a_json_reply() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "50ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new()
+        .token(TOKEN)
+        .batch_timeout("50ms")
+        .start()
+        .await;
     let camel = r#"{"reporter":{"reporterId":"1","tags":[{"key":"lightstep.component_name","stringValue":"csharp"}]},
         "auth":{"accessToken":"json-token"},
         "spans":[{"spanContext":{"traceId":"12","spanId":"34"},"operationName":"camel","durationMicros":"10",

@@ -67,18 +67,7 @@ fn any(value: Option<&AnyValue>) -> Value {
 }
 
 async fn check_sdk_spans_arrive(protocol: &str) {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new().token(TOKEN).start().await;
     let endpoint = match protocol {
         "grpc" => format!("http://{}", cubesat.ingest),
         _ => format!("http://{}/v1/traces", cubesat.ingest),
@@ -145,18 +134,7 @@ async fn python_sdk_over_http_protobuf_arrives_field_by_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_without_a_token_gets_the_configured_one_and_json_works() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new().token(TOKEN).start().await;
     let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
         "scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331",
         "name":"add item","kind":"SPAN_KIND_CLIENT","startTimeUnixNano":"1700000000000000000",
@@ -188,18 +166,7 @@ async fn otlp_without_a_token_gets_the_configured_one_and_json_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_otlp_is_refused_with_a_reason_while_others_arrive() {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--access-token",
-        TOKEN,
-        "--batch-timeout",
-        "100ms",
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let (capture, _upstream, cubesat) = ServeToCapture::new().token(TOKEN).start().await;
     let ingest = cubesat.ingest;
     let good = tokio::spawn(async move {
         send_with_sdk("grpc", format!("http://{ingest}"), "good-token").await
@@ -296,10 +263,7 @@ async fn malformed_otlp_is_refused_with_a_reason_while_others_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_otlp_http_is_accepted() {
     use std::io::Write;
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&["--upstream", &url, "--batch-timeout", "100ms"]);
+    let (capture, _upstream, cubesat) = ServeToCapture::new().no_ready_wait().start().await;
     let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"zipped","kind":2}]}]}]}"#;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(json).unwrap();
@@ -318,36 +282,21 @@ async fn gzip_otlp_http_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tls_port_serves_grpc_over_h2_and_otlp_http_over_http1() {
-    let (_dir, ca, cert, key) = dev_certs();
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let cubesat = Cubesat::serve(&[
-        "--upstream",
-        &url,
-        "--batch-timeout",
-        "100ms",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    let certs = TlsIngest::new();
+    let (capture, _upstream, cubesat) = ServeToCapture::new().args(&certs.args()).start().await;
     let port = cubesat.tls.unwrap().port();
     let grpc = send_with_sdk_tls(
         "grpc",
         format!("https://localhost:{port}"),
         "tls-grpc",
-        Some(&ca),
+        Some(&certs.ca),
     )
     .await;
     let http = send_with_sdk_tls(
         "http",
         format!("https://localhost:{port}/v1/traces"),
         "tls-http",
-        Some(&ca),
+        Some(&certs.ca),
     )
     .await;
     let received = capture

@@ -13,12 +13,9 @@ stdin), "LIVE_READY" (the test sends a 64-bit-id trace and answers how many span
 "RESULT <json>". Assertions are the Rust test's job.
 """
 
-import json
 import sys
 
-from playwright.sync_api import sync_playwright
-
-from check_ui import percentile_labels
+from devmode_browser import browser_page, percentile_labels, read_config, report
 
 TIMEOUT_MS = 30000
 
@@ -60,22 +57,10 @@ def selected(page):
 
 
 def main() -> int:
-    config = json.loads(sys.argv[1])
+    config = read_config()
     base = config["base"].rstrip("/")
     shots = config["screenshots"]
-    out = {"console_errors": []}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=config["chromium"], headless=True, args=["--no-sandbox"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on(
-            "console",
-            lambda m: out["console_errors"].append(m.text) if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: out["console_errors"].append(f"uncaught: {e}"))
-
+    with browser_page(config["chromium"], 1400, 900, TIMEOUT_MS) as (page, out):
         # The big trace: timed from navigation, inside the app and on a fresh page load.
         big = config["big"]
         page.goto(f"{base}/#/services")
@@ -190,8 +175,7 @@ def main() -> int:
             ".live-log li",
             "ls => ls.map(l => ({trace_id: l.dataset.traceId, shown: l.querySelector('.ids').textContent}))",
         )
-        browser.close()
-    print("RESULT " + json.dumps(out), flush=True)
+    report(out)
     return 0
 
 

@@ -12,33 +12,11 @@ The last stdout line is "RESULT <json>" with everything observed; assertions are
 test's job. A page that never shows what is waited for fails here with the screen named.
 """
 
-import json
 import sys
 
-from playwright.sync_api import sync_playwright
+from devmode_browser import browser_page, percentile_labels, read_config, report
 
 TIMEOUT_MS = 15000
-
-
-# The chart's box and each percentile label's box in the Explorer histogram (shared with
-# check_scale.py), with whether the label lies inside the chart and which labels it covers.
-LABEL_BOXES = """area => {
-  const box = (el) => { const b = el.getBoundingClientRect(); return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; };
-  const chart = box(area);
-  const labels = [...area.querySelectorAll('.pline span')].map((s) => ({text: s.textContent, ...box(s)}));
-  const within = (l) => l.left >= chart.left - 0.5 && l.right <= chart.right + 0.5
-    && l.top >= chart.top - 0.5 && l.bottom <= chart.bottom + 0.5;
-  const cover = (a, b) => a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
-  return {chart, labels: labels.map((l) => ({...l, inside: within(l),
-    covers: labels.filter((o) => o !== l && cover(l, o)).map((o) => o.text)}))};
-}"""
-
-
-def percentile_labels(page):
-    page.wait_for_selector(".histogram-area[data-labels-placed]")
-    # One frame for a resize to be observed and the labels placed again.
-    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    return page.eval_on_selector(".histogram-area", LABEL_BOXES)
 
 
 def rows(page, selector, script):
@@ -67,22 +45,10 @@ def a11y(page, out, screen):
 
 
 def main() -> int:
-    config = json.loads(sys.argv[1])
+    config = read_config()
     base = config["base"].rstrip("/")
     shots = config["screenshots"]
-    out = {"console_errors": []}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=config["chromium"], headless=True, args=["--no-sandbox"]
-        )
-        page = browser.new_page(viewport={"width": 1360, "height": 860})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on(
-            "console",
-            lambda m: out["console_errors"].append(m.text) if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: out["console_errors"].append(f"uncaught: {e}"))
-
+    with browser_page(config["chromium"], 1360, 860, TIMEOUT_MS) as (page, out):
         # The pages' pure functions, imported as the page imports them (evaluated through the
         # DevTools protocol, which the page's CSP does not restrict).
         page.goto(f"{base}/")
@@ -264,8 +230,7 @@ def main() -> int:
         page.click('nav a[data-route="status"]')
         page.wait_for_selector("#status-received")
         a11y(page, out, "status")
-        browser.close()
-    print("RESULT " + json.dumps(out), flush=True)
+    report(out)
     return 0
 
 

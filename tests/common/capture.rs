@@ -295,22 +295,114 @@ impl UnaryService<Bytes> for CaptureReport {
     }
 }
 
+/// A capturing upstream and `cubesat` forwarding to it, as the end-to-end tests start them: a
+/// builder over what differs between tests (token, batch timeout, extra flags, upstream TLS,
+/// how the capture answers, whether to wait for readiness, serve or dev mode).
+pub struct ServeToCapture<'a> {
+    mode: &'static str,
+    token: Option<&'a str>,
+    batch_timeout: &'a str,
+    args: Vec<&'a str>,
+    upstream_tls: Option<&'a TlsIngest>,
+    answer: Answer,
+    wait_ready: bool,
+}
+
+impl Default for ServeToCapture<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> ServeToCapture<'a> {
+    /// `cubesat serve`, no token configured, batches closing after 100 ms, plaintext h2c
+    /// upstream answering OK; `start` returns once `/_ready` answers 200.
+    pub fn new() -> Self {
+        ServeToCapture {
+            mode: "serve",
+            token: None,
+            batch_timeout: "100ms",
+            args: Vec::new(),
+            upstream_tls: None,
+            answer: Answer::Ok,
+            wait_ready: true,
+        }
+    }
+
+    /// `cubesat dev` (developer mode) instead of `serve`.
+    pub fn dev(mut self) -> Self {
+        self.mode = "dev";
+        self
+    }
+
+    /// `--access-token token`.
+    pub fn token(mut self, token: &'a str) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// `--batch-timeout` (clap takes the flag once, so it is set here, not in `args`).
+    pub fn batch_timeout(mut self, timeout: &'a str) -> Self {
+        self.batch_timeout = timeout;
+        self
+    }
+
+    /// More flags for cubesat.
+    pub fn args(mut self, args: &[&'a str]) -> Self {
+        self.args.extend_from_slice(args);
+        self
+    }
+
+    /// The capture serves TLS with `certs`' server identity; cubesat reaches it as
+    /// `https://localhost:PORT` trusting `certs.ca` (`--upstream-ca`).
+    pub fn upstream_tls(mut self, certs: &'a TlsIngest) -> Self {
+        self.upstream_tls = Some(certs);
+        self
+    }
+
+    /// How the capture answers from the start.
+    pub fn answer(mut self, answer: Answer) -> Self {
+        self.answer = answer;
+        self
+    }
+
+    /// Returns as soon as cubesat has printed its start lines, without waiting for `/_ready`.
+    pub fn no_ready_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Starts the capture, then cubesat forwarding to it.
+    pub async fn start(self) -> (Capture, CaptureServer, Cubesat) {
+        let capture = Capture::default();
+        *capture.answer.lock().unwrap() = self.answer;
+        let upstream = capture
+            .serve("127.0.0.1:0", self.upstream_tls.map(TlsIngest::identity))
+            .await;
+        let url = match self.upstream_tls {
+            Some(_) => format!("https://localhost:{}", upstream.addr.port()),
+            None => format!("http://{}", upstream.addr),
+        };
+        let mut args = vec!["--upstream", &url];
+        if let Some(certs) = self.upstream_tls {
+            args.extend(["--upstream-ca", certs.ca_str()]);
+        }
+        if let Some(token) = self.token {
+            args.extend(["--access-token", token]);
+        }
+        args.extend(["--batch-timeout", self.batch_timeout]);
+        args.extend_from_slice(&self.args);
+        let cubesat = Cubesat::run(self.mode, &args);
+        if self.wait_ready {
+            cubesat.wait_ready(200, Duration::from_secs(10)).await;
+        }
+        (capture, upstream, cubesat)
+    }
+}
+
 /// A capturing upstream and `cubesat serve` forwarding to it over h2c with `token` configured,
-/// batches closing after 100 ms, plus `extra` flags; returns once cubesat is ready.
+/// batches closing after 100 ms, plus `extra` flags; returns once cubesat is ready. The common
+/// case of [`ServeToCapture`].
 pub async fn serve_to_capture(token: &str, extra: &[&str]) -> (Capture, CaptureServer, Cubesat) {
-    let capture = Capture::default();
-    let upstream = capture.serve("127.0.0.1:0", None).await;
-    let url = format!("http://{}", upstream.addr);
-    let mut args = vec![
-        "--upstream",
-        &url,
-        "--access-token",
-        token,
-        "--batch-timeout",
-        "100ms",
-    ];
-    args.extend_from_slice(extra);
-    let cubesat = Cubesat::serve(&args);
-    cubesat.wait_ready(200, Duration::from_secs(10)).await;
-    (capture, upstream, cubesat)
+    ServeToCapture::new().token(token).args(extra).start().await
 }

@@ -4,12 +4,15 @@
 
 #![allow(dead_code, unused_imports)] // Each test binary uses a different part of the harness.
 
+mod browser;
 mod capture;
 mod clients;
+pub mod dataset;
 mod envoy;
 mod legacy;
 mod process;
 
+pub use browser::*;
 pub use capture::*;
 pub use clients::*;
 pub use envoy::*;

@@ -16,8 +16,13 @@ pub struct Cubesat {
 impl Cubesat {
     /// Starts `cubesat serve` on port 0 with `args` added.
     pub fn serve(args: &[&str]) -> Cubesat {
+        Self::run("serve", args)
+    }
+
+    /// Starts `cubesat <mode>` (`serve` or `dev`) on port 0 with `args` added.
+    pub fn run(mode: &str, args: &[&str]) -> Cubesat {
         let mut all = vec![
-            "serve",
+            mode,
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -215,6 +220,16 @@ impl TlsIngest {
             cert: path(cert),
             key: path(key),
         }
+    }
+
+    /// The CA file as a flag value.
+    pub fn ca_str(&self) -> &str {
+        self.ca.to_str().expect("UTF-8 temp path")
+    }
+
+    /// The server certificate and key files, for a server that presents them.
+    pub fn identity(&self) -> (&Path, &Path) {
+        (Path::new(&self.cert), Path::new(&self.key))
     }
 
     /// `--tls-listen 127.0.0.1:0` with the server certificate and key.
