@@ -31,7 +31,7 @@ const BODY_COPIES: usize = 2;
 /// What one route's decoder spends on a JSON body, per kind of token.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonModel {
-    /// What one body is called in refusals (`"report"`, `"OTLP export"`).
+    /// What one body is called in refusals (`"JSON report"`, `"OTLP/JSON export"`).
     pub what: &'static str,
     /// Bytes per object: the struct or message it becomes, with its container's slack.
     pub object_cost: usize,
@@ -83,7 +83,7 @@ impl JsonModel {
             return Err((
                 RefusalReason::TooLarge,
                 Refused::too_large(format!(
-                    "the JSON {what} decodes to more than {allowance} bytes ({JSON_EXPANSION}x its {len}-byte body; --max-message-bytes ({max_message_bytes}) bounds the body, {JSON_EXPANSION}x the body what it decodes to): send fewer spans per request",
+                    "the {what} decodes to more than {allowance} bytes ({JSON_EXPANSION}x its {len}-byte body; --max-message-bytes ({max_message_bytes}) bounds the body, {JSON_EXPANSION}x the body what it decodes to): send fewer spans per request",
                     what = self.what,
                     len = body.len(),
                 )),
@@ -96,7 +96,7 @@ impl JsonModel {
             return Err((
                 RefusalReason::TooLarge,
                 Refused::too_large(format!(
-                    "the JSON {what} decodes to about {model} bytes, more than the whole {capacity}-byte buffer (--buffer-bytes) holds: send smaller requests",
+                    "the {what} decodes to about {model} bytes, more than the whole {capacity}-byte buffer (--buffer-bytes) holds: send smaller requests",
                     what = self.what,
                     capacity = full.capacity,
                 )),
@@ -121,6 +121,7 @@ impl JsonModel {
         F: FnOnce(&[u8]) -> Result<Bytes, BodyError> + Send + 'static,
     {
         if let Err((reason, refused)) = self.pay(&body, &mut charge, route.max_message_bytes) {
+            tracing::debug!(%refused, "refused JSON body");
             route.intake.count_refused(protocol, reason);
             return Err(refused);
         }
@@ -149,7 +150,7 @@ mod tests {
     use crate::pipeline::{Budget, Part};
 
     const MODEL: JsonModel = JsonModel {
-        what: "test",
+        what: "JSON test",
         object_cost: 1000,
         token_cost: 100,
     };

@@ -90,7 +90,7 @@ async fn take(
 /// What the prost-reflect model of a JSON report takes: per object a message and its field
 /// map (about 1.1 KiB measured), per other key or value 128 bytes.
 const REPORT_JSON: JsonModel = JsonModel {
-    what: "report",
+    what: "JSON report",
     object_cost: 1536,
     token_cost: 128,
 };

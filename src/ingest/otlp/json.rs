@@ -27,7 +27,7 @@ use crate::ingest::json::JsonModel;
 /// allocator on 0.3-2.4 MB bodies of empty spans, resources, events, links, attributes,
 /// array values, ids and names: the estimate is 1.15x-11x the peak allocated by the decode.
 pub const EXPORT_JSON: JsonModel = JsonModel {
-    what: "OTLP export",
+    what: "OTLP/JSON export",
     object_cost: 2 * size_of::<Span>(),
     token_cost: 64,
 };
