@@ -269,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_within_a_blocking_thread_stack() {
+        // Array values inside array values, past serde_json's nesting limit of 128.
+        let depth = 1000;
+        let value = format!(
+            "{}{{}}{}",
+            r#"{"arrayValue":{"values":["#.repeat(depth),
+            "]}}".repeat(depth)
+        );
+        let json = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{{"key":"k","value":{value}}}]}}]}}]}}]}}"#
+        );
+        // tokio's blocking threads have 2 MiB stacks.
+        let err = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || json_to_protobuf(json.as_bytes()).unwrap_err().to_string())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
     fn the_estimate_covers_the_model_and_refuses_empty_span_bombs() {
         for shape in [
             size_of::<Span>(),
