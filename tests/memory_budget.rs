@@ -544,8 +544,8 @@ async fn post_otlp_json(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, Stri
 
 /// OTLP/HTTP JSON is decoded on the bounded blocking pool, straight into the prost types, with
 /// its model estimated from the body's tokens and charged in flight before it is built:
-/// - three 1 MiB bodies of 340 k empty spans at once (hundreds of MiB as a model) are refused
-///   413 naming `--max-message-bytes`;
+/// - three 1 MiB bodies of 340 k empty spans at once (hundreds of MiB as a model), and 8 MiB
+///   of them gzipped into about 8 KB, are refused 413 naming `--max-message-bytes`;
 /// - a 1 MiB body of 80 k tiny named spans, within the expansion allowance but larger as a
 ///   model than the whole 32 MiB budget, is refused 413 naming `--buffer-bytes` (a 503 would
 ///   have the client retry forever);
@@ -569,6 +569,21 @@ async fn otlp_json_element_bombs_are_refused_within_the_budget() {
         assert!(message.contains("--max-message-bytes"), "{message}");
     }
 
+    // The same as a gzip body: 8 MiB of empty spans in about 8 KB, inflated (and charged) in
+    // steps, then refused for its model.
+    let zipped = gzip(&otlp_json(&vec!["{}".to_owned(); (8 << 20) / 3]));
+    assert!(zipped.len() < 64 << 10, "{}", zipped.len());
+    let (status, body) = post(
+        cubesat.ingest,
+        "/v1/traces",
+        "application/json",
+        zipped,
+        Some("gzip"),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("decodes to more than"), "{body}");
+
     let tiny = otlp_json(&vec![r#"{"name":"a"}"#.to_owned(); 80_000]);
     let (status, _, message) = post_otlp_json(cubesat.ingest, tiny).await;
     assert_eq!(status, 413, "{message}");
@@ -576,7 +591,7 @@ async fn otlp_json_element_bombs_are_refused_within_the_budget() {
     let too_large = cubesat
         .metric(r#"cubesat_reports_rejected_total{protocol="otlp",reason="too_large"}"#)
         .await;
-    assert_eq!(too_large, 4.0);
+    assert_eq!(too_large, 5.0);
 
     // Two uploads declare 14 MiB each and stall: their reservations hold 28 MiB.
     let mut stalled = Vec::new();
