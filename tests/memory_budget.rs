@@ -614,7 +614,7 @@ async fn otlp_json_element_bombs_are_refused_within_the_budget() {
         )
         .await;
     assert!(held >= (28 << 20) as f64, "{held}");
-    // 5,000 spans with hex ids: about 400 KB whose model is estimated at about 6 MB.
+    // 5,000 spans with hex ids: about 1 MB whose model is estimated at about 8 MB.
     let span = |i: usize| {
         format!(
             r#"{{"traceId":"0000000000000000000000000000beef","spanId":"{i:016x}","name":"json","kind":"SPAN_KIND_SERVER","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}}"#
