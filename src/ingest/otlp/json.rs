@@ -5,7 +5,8 @@
 //! The one thing the generated types do not read is an enum given by name: the OTLP/JSON
 //! spec allows `"kind": "SPAN_KIND_SERVER"` and `"code": "STATUS_CODE_ERROR"`, but the
 //! fields are plain `i32`. [`EnumNames`] wraps the deserializer and reads every `i32` as a
-//! number or one of those names; everything else passes through untouched.
+//! number or one of those names; everything else passes through untouched. (An `i32` does not
+//! know its field, so a kind given a status code's name reads as that code's number.)
 
 use std::fmt;
 use std::mem::size_of;
