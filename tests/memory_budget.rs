@@ -508,3 +508,154 @@ async fn a_lightstep_json_element_bomb_is_refused_413() {
     let peak = peak_rss(cubesat.pid());
     assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
 }
+
+/// An OTLP/JSON export of `spans` (each a JSON object) in one resource and scope.
+fn otlp_json(spans: &[String]) -> Vec<u8> {
+    format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+    .into_bytes()
+}
+
+/// Posts OTLP/JSON to `/v1/traces`: (status, `Retry-After`, the `google.rpc.Status` message).
+async fn post_otlp_json(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let request = http::Request::post(format!("http://{addr}/v1/traces"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = client.request(request).await.expect("POST");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let status_message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, retry_after, status_message)
+}
+
+/// OTLP/HTTP JSON is decoded on the bounded blocking pool, straight into the prost types, with
+/// its model estimated from the body's tokens and charged in flight before it is built:
+/// - three 1 MiB bodies of 340 k empty spans at once (hundreds of MiB as a model), and 8 MiB
+///   of them gzipped into about 8 KB, are refused 413 naming `--max-message-bytes`;
+/// - a 1 MiB body of 80 k tiny named spans, within the expansion allowance but larger as a
+///   model than the whole 32 MiB budget, is refused 413 naming `--buffer-bytes` (a 503 would
+///   have the client retry forever);
+/// - an ordinary export whose model the budget cannot hold now (two stalled uploads hold
+///   28 MiB of it) is refused 503 with `Retry-After`, then taken whole once they are gone.
+///
+/// Peak RSS stays within the budget plus [`RSS_SLACK`] and a good client loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_element_bombs_are_refused_within_the_budget() {
+    let (capture, _upstream, cubesat) = serve_to_capture("tok", &["--buffer-bytes", "32MiB"]).await;
+    let bomb = otlp_json(&vec!["{}".to_owned(); 340_000]);
+    assert!(bomb.len() < 1 << 20);
+    let sends = (0..3).map(|_| {
+        let (bomb, addr) = (bomb.clone(), cubesat.ingest);
+        tokio::spawn(async move { post_otlp_json(addr, bomb).await })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        let (status, _, message) = send.await.unwrap();
+        assert_eq!(status, 413, "{message}");
+        assert!(message.contains("decodes to more than"), "{message}");
+        assert!(message.contains("--max-message-bytes"), "{message}");
+    }
+
+    // The same as a gzip body: 8 MiB of empty spans in about 8 KB, inflated (and charged) in
+    // steps, then refused for its model.
+    let zipped = gzip(&otlp_json(&vec!["{}".to_owned(); (8 << 20) / 3]));
+    assert!(zipped.len() < 64 << 10, "{}", zipped.len());
+    let (status, body) = post(
+        cubesat.ingest,
+        "/v1/traces",
+        "application/json",
+        zipped,
+        Some("gzip"),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("decodes to more than"), "{body}");
+
+    let tiny = otlp_json(&vec![r#"{"name":"a"}"#.to_owned(); 80_000]);
+    let (status, _, message) = post_otlp_json(cubesat.ingest, tiny).await;
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("--buffer-bytes"), "{message}");
+    let too_large = cubesat
+        .metric(r#"cubesat_reports_rejected_total{protocol="otlp",reason="too_large"}"#)
+        .await;
+    assert_eq!(too_large, 5.0);
+
+    // Two uploads declare 14 MiB each and stall: their reservations hold 28 MiB.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(cubesat.ingest)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            14 << 20
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    let held = cubesat
+        .wait_metric(
+            r#"cubesat_buffer_part_bytes{part="in_flight"}"#,
+            (28 << 20) as f64,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(held >= (28 << 20) as f64, "{held}");
+    // 5,000 spans with hex ids: about 1 MB whose model is estimated at about 8 MB.
+    let span = |i: usize| {
+        format!(
+            r#"{{"traceId":"0000000000000000000000000000beef","spanId":"{i:016x}","name":"json","kind":"SPAN_KIND_SERVER","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}}"#
+        )
+    };
+    let export = otlp_json(&(1..=5_000).map(span).collect::<Vec<_>>());
+    let (status, retry_after, message) = post_otlp_json(cubesat.ingest, export.clone()).await;
+    assert_eq!(status, 503, "{message}");
+    assert_eq!(retry_after, "1");
+    assert!(message.contains("buffer full"), "{message}");
+    let budget = cubesat
+        .metric(r#"cubesat_reports_rejected_total{protocol="otlp",reason="budget"}"#)
+        .await;
+    assert_eq!(budget, 1.0);
+
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, message) = post_otlp_json(cubesat.ingest, export.clone()).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{message}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spans = capture
+        .wait_otlp_spans(5_000, Duration::from_secs(30))
+        .await;
+    let ids: std::collections::BTreeSet<Vec<u8>> = spans
+        .iter()
+        .filter(|(s, _, _)| s.name == "json" && s.kind == 2)
+        .map(|(s, _, _)| s.span_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 5_000);
+    well_behaved_client_loses_nothing(cubesat.ingest, &capture, 16).await;
+    let (live, _) = cubesat.admin_get("/_live").await;
+    assert_eq!(live, 200);
+    let peak = peak_rss(cubesat.pid());
+    assert!(peak <= BUDGET + RSS_SLACK, "peak RSS {} MiB", peak >> 20);
+}

@@ -1,5 +1,5 @@
-//! The bounded pool the CPU-heavy legacy decoders (Thrift binary, Thrift JSON, Lightstep
-//! JSON) run on, off the async workers, so one slow report never stalls `/_live` or other
+//! The bounded pool the CPU-heavy decoders (Thrift binary, Thrift JSON, Lightstep JSON,
+//! OTLP JSON) run on, off the async workers, so one slow report never stalls `/_live` or other
 //! clients' requests.
 //!
 //! At most one decode per core runs at a time; the rest wait their turn holding only their

@@ -4,9 +4,10 @@
 //! handler parses its envelope, hands the body to the shared [`Intake`] (which scans it into a
 //! `Report` for the pipeline) and answers the client, or returns a [`Refused`]. Shared
 //! plumbing stays here: [`conn`] picks HTTP/1.1 or HTTP/2 per connection, `http` reads
-//! bodies, `grpc` serves unary raw-bytes methods, [`auth`] resolves tokens, and [`router`]
-//! puts every service on one port. No forwarding logic lives here, and nothing here names
-//! developer mode: it receives accepted requests through the [`Tee`] trait.
+//! bodies, `json` bounds what JSON bodies decode into, `grpc` serves unary raw-bytes
+//! methods, [`auth`] resolves tokens, and [`router`] puts every service on one port. No
+//! forwarding logic lives here, and nothing here names developer mode: it receives accepted
+//! requests through the [`Tee`] trait.
 
 pub mod auth;
 pub(crate) mod blocking;
@@ -14,6 +15,7 @@ pub(crate) mod conn;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod intake;
+pub(crate) mod json;
 pub(crate) mod lightstep;
 pub(crate) mod otlp;
 pub(crate) mod refused;

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -17,11 +17,12 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
 use super::grpc::report_response;
 use super::stream;
+use crate::ingest::auth;
 use crate::ingest::http::{BodyError, Route, media_type};
-use crate::ingest::intake::{Intake, RefusalReason};
+use crate::ingest::intake::Intake;
+use crate::ingest::json::JsonModel;
 use crate::ingest::refused::Refused;
-use crate::ingest::{auth, blocking};
-use crate::pipeline::{Charge, Protocol, REQUEST_OVERHEAD};
+use crate::pipeline::Protocol;
 
 const PROTOBUF: &str = "application/octet-stream";
 const JSON: &str = "application/json";
@@ -76,7 +77,9 @@ async fn take(
 ) -> Result<(), Refused> {
     let (body, charge) = route.read_body(Protocol::Lightstep, headers, body).await?;
     let (body, charge) = if json_in {
-        json_report(route, body, charge).await?
+        REPORT_JSON
+            .decode(route, Protocol::Lightstep, body, charge, json_to_protobuf)
+            .await?
     } else {
         (body, charge)
     };
@@ -84,85 +87,13 @@ async fn take(
     Ok(())
 }
 
-/// Bytes the decoded JSON model takes per object (a message and its field map: about 1.1 KiB
-/// measured with prost-reflect) and per other key or value.
-const JSON_OBJECT_COST: usize = 1536;
-const JSON_TOKEN_COST: usize = 128;
-
-/// Bytes the decoded JSON model may take per byte of body. Real reports expand about 20x
-/// (a span is a handful of small objects); `{}`-element bombs expand 500x.
-const JSON_EXPANSION: usize = 64;
-
-/// Floor of the allowance, so tiny reports are never refused for their framing.
-const JSON_FLOOR: usize = 256 << 10;
-
-/// What decoding `json` will allocate at most, from its objects and other tokens (counted
-/// outside strings, in one pass, without decoding).
-fn json_model_bytes(json: &[u8]) -> usize {
-    let (mut objects, mut tokens) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in json {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' => objects += 1,
-            b'[' | b',' | b':' => tokens += 1,
-            _ => {}
-        }
-    }
-    objects
-        .saturating_mul(JSON_OBJECT_COST)
-        .saturating_add(tokens.saturating_mul(JSON_TOKEN_COST))
-}
-
-/// Decodes a JSON report on the bounded blocking pool, its model paid for (and its element
-/// count capped) before it is built; returns the protobuf and the charge, now covering it.
-async fn json_report(
-    route: &Route,
-    body: Bytes,
-    mut charge: Charge,
-) -> Result<(Bytes, Charge), Refused> {
-    let model = json_model_bytes(&body);
-    let allowance = body.len().saturating_mul(JSON_EXPANSION).max(JSON_FLOOR);
-    if model > allowance {
-        route
-            .intake
-            .count_refused(Protocol::Lightstep, RefusalReason::TooLarge);
-        return Err(Refused::too_large(format!(
-            "the JSON report decodes to more than {allowance} bytes ({JSON_EXPANSION}x its size): send fewer elements per report"
-        )));
-    }
-    if let Err(full) = charge.try_grow(model) {
-        route
-            .intake
-            .count_refused(Protocol::Lightstep, RefusalReason::Budget);
-        return Err(BodyError::Budget(full).into());
-    }
-    let decoded = blocking::decode(move || json_to_protobuf(&body))
-        .await
-        .map_err(|error| {
-            Refused::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                tonic::Code::Internal,
-                error.to_string(),
-            )
-        })??;
-    // The model and the JSON are gone: only the protobuf is held from here on.
-    charge.shrink(
-        charge
-            .bytes()
-            .saturating_sub(decoded.len() + REQUEST_OVERHEAD),
-    );
-    Ok((decoded, charge))
-}
+/// What the prost-reflect model of a JSON report takes: per object a message and its field
+/// map (about 1.1 KiB measured), per other key or value 128 bytes.
+const REPORT_JSON: JsonModel = JsonModel {
+    what: "JSON report",
+    object_cost: 1536,
+    token_cost: 128,
+};
 
 fn is_chunked(headers: &HeaderMap) -> bool {
     headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
@@ -257,16 +188,6 @@ mod tests {
             err.to_string().contains("invalid ReportRequest JSON"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn the_json_model_is_estimated_from_its_tokens_outside_strings() {
-        assert_eq!(
-            json_model_bytes(br#"{"a":"{[,:\"}"}"#),
-            JSON_OBJECT_COST + JSON_TOKEN_COST
-        );
-        let bomb = format!(r#"{{"spans":[{}]}}"#, vec!["{}"; 1000].join(","));
-        assert!(json_model_bytes(bomb.as_bytes()) > bomb.len() * JSON_EXPANSION);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! OTLP/HTTP: `POST /v1/traces` (and the legacy `/traces/otlp/v0.9`), protobuf or JSON.
-//! Errors are a `google.rpc.Status` in the request's encoding.
+//! Errors are a `google.rpc.Status` in the request's encoding. A JSON body's decoded model is
+//! charged before it is built and built on the blocking pool ([`crate::ingest::json`]).
 
 use std::sync::Arc;
 
@@ -8,10 +9,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
+
+use super::json::{EXPORT_JSON, json_to_protobuf};
 
 use crate::ingest::auth;
 use crate::ingest::http::{BodyError, Route, media_type};
@@ -73,7 +74,8 @@ async fn export(State(route): State<Route>, request: axum::extract::Request) -> 
     }
 }
 
-/// Decodes the body and hands the protobuf request to the intake.
+/// Reads the body (JSON decoded on the blocking pool, its model charged first) and hands the
+/// protobuf request to the intake.
 async fn take(
     route: &Route,
     headers: &HeaderMap,
@@ -81,9 +83,13 @@ async fn take(
     encoding: Encoding,
 ) -> Result<(), Refused> {
     let (body, charge) = route.read_body(Protocol::Otlp, headers, body).await?;
-    let body = match encoding {
-        Encoding::Protobuf => body,
-        Encoding::Json => json_to_protobuf(&body)?,
+    let (body, charge) = match encoding {
+        Encoding::Protobuf => (body, charge),
+        Encoding::Json => {
+            EXPORT_JSON
+                .decode(route, Protocol::Otlp, body, charge, json_to_protobuf)
+                .await?
+        }
     };
     route
         .intake
@@ -111,94 +117,4 @@ fn reply_error(encoding: Encoding, refused: Refused) -> Response {
     let message = refused.message().to_owned();
     let json = serde_json::json!({ "code": code, "message": message }).to_string();
     reply(encoding, status, &RpcStatus { code, message }, &json)
-}
-
-/// OTLP JSON -> protobuf. Ids are hex, 64-bit integers strings or numbers, enums numbers
-/// or their names (`SPAN_KIND_SERVER`, `STATUS_CODE_ERROR`).
-pub fn json_to_protobuf(json: &[u8]) -> Result<Bytes, BodyError> {
-    let invalid = |e: serde_json::Error| BodyError::Invalid(format!("invalid OTLP JSON: {e}"));
-    let mut value: serde_json::Value = serde_json::from_slice(json).map_err(invalid)?;
-    enum_names_to_numbers(&mut value);
-    let request: ExportTraceServiceRequest = serde_json::from_value(value).map_err(invalid)?;
-    Ok(Bytes::from(request.encode_to_vec()))
-}
-
-fn enum_names_to_numbers(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    let spans = value
-        .get_mut("resourceSpans")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-        .filter_map(|rs| rs.get_mut("scopeSpans").and_then(Value::as_array_mut))
-        .flatten()
-        .filter_map(|ss| ss.get_mut("spans").and_then(Value::as_array_mut))
-        .flatten();
-    for span in spans {
-        if let Some(kind) = span.get_mut("kind") {
-            rename(
-                kind,
-                &[
-                    "SPAN_KIND_UNSPECIFIED",
-                    "SPAN_KIND_INTERNAL",
-                    "SPAN_KIND_SERVER",
-                    "SPAN_KIND_CLIENT",
-                    "SPAN_KIND_PRODUCER",
-                    "SPAN_KIND_CONSUMER",
-                ],
-            );
-        }
-        if let Some(code) = span.get_mut("status").and_then(|s| s.get_mut("code")) {
-            rename(
-                code,
-                &["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"],
-            );
-        }
-    }
-}
-
-/// Replaces an enum name with its number; unknown names are left for serde to refuse.
-fn rename(value: &mut serde_json::Value, names: &[&str]) {
-    if let Some(n) = value
-        .as_str()
-        .and_then(|s| names.iter().position(|name| *name == s))
-    {
-        *value = serde_json::Value::from(n);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hexid::encode as hex;
-
-    #[test]
-    fn otlp_json_with_names_strings_and_hex_ids() {
-        let json = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
-            "scopeSpans":[{"scope":{"name":"t"},"spans":[{
-                "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
-                "parentSpanId":"eee19b7ec3c1b173","name":"GET /","kind":"SPAN_KIND_SERVER",
-                "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
-                "attributes":[{"key":"n","value":{"intValue":"42"}}],
-                "status":{"code":"STATUS_CODE_ERROR","message":"boom"}}]}]}]}"#;
-        let bytes = json_to_protobuf(json).unwrap();
-        let req = ExportTraceServiceRequest::decode(bytes).unwrap();
-        let span = &req.resource_spans[0].scope_spans[0].spans[0];
-        assert_eq!(hex(&span.trace_id), "5b8efff798038103d269b633813fc60c");
-        assert_eq!(hex(&span.parent_span_id), "eee19b7ec3c1b173");
-        assert_eq!(span.kind, 2);
-        assert_eq!(span.status.as_ref().unwrap().code, 2);
-        assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
-    }
-
-    #[test]
-    fn bad_json_is_named() {
-        for bad in [
-            &b"{"[..],
-            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
-        ] {
-            let err = json_to_protobuf(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid OTLP JSON"), "{err}");
-        }
-    }
 }
