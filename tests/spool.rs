@@ -430,6 +430,61 @@ async fn a_full_spool_refuses_with_unavailable_and_says_why() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_spool_an_upstream_outage_keeps_it_ready_until_the_spool_is_nearly_full() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = spool.path().to_str().unwrap();
+    let capture = Capture::default();
+    let upstream = capture.serve("127.0.0.1:0", None).await;
+    let addr = upstream.addr;
+    let url = format!("http://{addr}");
+    let mut args = spool_args(&url, dir);
+    args.extend(["--spool-bytes", "2MiB", "--max-message-bytes", "1MiB"]);
+    let cubesat = Cubesat::serve(&args);
+    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+    upstream.stop().await;
+    let channel = envoy_channel(cubesat.ingest).await;
+    // About 32 KiB a report: 20 of them fill a third of the spool.
+    let mut sent = 0u64;
+    for _ in 0..20 {
+        let body = padded_report(4, sent * 4 + 1, 4, 8000);
+        send_raw(&channel, body, false)
+            .await
+            .expect("accepted into the spool while the upstream is down");
+        sent += 1;
+    }
+    // The satellite knows the upstream is down, and stays ready: reports wait on disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, diagnostics) = cubesat.admin_get("/diagnostics").await;
+        let diagnostics: serde_json::Value = serde_json::from_str(&diagnostics).unwrap();
+        if diagnostics["upstream"]["reachable"] == false {
+            assert_eq!(diagnostics["spool"]["nearly_full"], false, "{diagnostics}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{diagnostics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = cubesat.admin_get("/_ready").await;
+    assert_eq!(code, 200, "upstream down, spool with room: {body}");
+    // Filled: not ready (before or at the first refusal), and says why.
+    let mut refused = false;
+    while sent < 200 && !refused {
+        let body = padded_report(4, sent * 4 + 1, 4, 8000);
+        refused = send_raw(&channel, body, false).await.is_err();
+        sent += 1;
+    }
+    assert!(refused, "a 2 MiB spool fills up");
+    let (code, body) = cubesat.admin_get("/_ready").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("spool nearly full"), "{body}");
+    // The upstream comes back: the spool drains and the satellite is ready again.
+    let _back = capture.serve(&addr.to_string(), None).await;
+    let accepted: Vec<(u64, u64)> = (1..=(sent - 1) * 4).map(|id| (4, id)).collect();
+    wait_for_all(&capture, &accepted, Duration::from_secs(30)).await;
+    cubesat.wait_ready(200, Duration::from_secs(10)).await;
+}
+
 #[test]
 fn a_spool_dir_that_cannot_be_written_is_a_config_error_naming_the_key() {
     let blocker = tempfile::NamedTempFile::new().unwrap();

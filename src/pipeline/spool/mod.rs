@@ -74,6 +74,13 @@ pub const SPILL_MARK: f64 = 0.5;
 pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// Smallest segment file (unless `--spool-bytes` is smaller).
 const MIN_SEGMENT_BYTES: usize = 1 << 20;
+/// Fraction of `--spool-bytes` written (records not yet deleted with their segment) from
+/// which the spool counts as nearly full and `/_ready` answers 503: the load balancer sends
+/// elsewhere before clients are refused. A refused write (no room, or the disk refused a
+/// segment) counts as nearly full too, whatever the fill.
+pub const READY_HIGH_WATER: f64 = 0.9;
+/// Fill below which a nearly full spool counts as having room again.
+pub const READY_LOW_WATER: f64 = 0.8;
 
 /// Where the spool lives and how large it may grow, from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +189,8 @@ struct Shared {
     segment_bytes: usize,
     state: Mutex<State>,
     frozen: AtomicBool,
+    /// Above [`READY_HIGH_WATER`] or refusing, until back below [`READY_LOW_WATER`].
+    nearly_full: AtomicBool,
     pending: AtomicUsize,
     wake: Notify,
     metrics: Metrics,
@@ -242,6 +251,7 @@ impl Spool {
                 segment_bytes: segment_bytes.max(1),
                 state: Mutex::new(State::default()),
                 frozen: AtomicBool::new(false),
+                nearly_full: AtomicBool::new(false),
                 pending: AtomicUsize::new(0),
                 wake: Notify::new(),
                 metrics: Metrics {
@@ -358,6 +368,21 @@ impl Spool {
         let m = &self.shared.metrics;
         m.bytes.set(state.record_bytes as f64);
         m.records.set(state.live as f64);
+        // Written bytes: what is reserved on disk less the active segment's unwritten room.
+        let room = state.active.as_ref().map_or(0, Active::room) as u64;
+        let filled = state.disk_bytes.saturating_sub(room) as f64;
+        let limit = self.shared.limit as f64;
+        if filled >= limit * READY_HIGH_WATER {
+            self.shared.nearly_full.store(true, Ordering::Release);
+        } else if filled < limit * READY_LOW_WATER {
+            self.shared.nearly_full.store(false, Ordering::Release);
+        }
+    }
+
+    /// True from the fill reaching [`READY_HIGH_WATER`] of `--spool-bytes` (or a write being
+    /// refused) until it falls back below [`READY_LOW_WATER`]: `/_ready` answers 503 then.
+    pub fn is_nearly_full(&self) -> bool {
+        self.shared.nearly_full.load(Ordering::Acquire)
     }
 
     /// Whether a report of the budget's should be kept in memory now rather than spilled:
@@ -381,8 +406,11 @@ impl Spool {
             .map_or(0, |d| d.as_millis() as u64);
         let mut guard = self.lock();
         let state = &mut *guard;
-        if state.active.as_ref().is_none_or(|a| a.room() < len) {
-            self.rotate(state, len)?;
+        if state.active.as_ref().is_none_or(|a| a.room() < len)
+            && let Err(full) = self.rotate(state, len)
+        {
+            self.shared.nearly_full.store(true, Ordering::Release);
+            return Err(full);
         }
         let Some(active) = state.active.as_mut() else {
             return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
@@ -393,6 +421,7 @@ impl Spool {
             Err(error) => {
                 warn!(dir = %self.shared.dir.display(), %error, "spool: cannot write a record; starting a new segment");
                 self.seal_active(state);
+                self.shared.nearly_full.store(true, Ordering::Release);
                 return Err(SpoolFull::Disk(error.kind()));
             }
         };
