@@ -190,3 +190,40 @@ fn segment_files_are_private_to_their_owner() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn replay_reads_in_chunks_in_order_across_segments_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB segments: 700 records of about 2 KiB take two.
+    let (spool, _) = open(dir.path(), 16 << 20);
+    let records = 700u32;
+    for i in 0..records {
+        let mut run = vec![0u8; 2000];
+        run[..4].copy_from_slice(&i.to_le_bytes());
+        let spans = SpanRuns {
+            count: 1,
+            bytes: run.len(),
+            runs: vec![Bytes::from(run)],
+        };
+        spool.write(&key(b"t"), &spans, false).unwrap();
+    }
+    assert!(files(dir.path()) >= 2);
+    // A 64 KiB budget: the spill mark lets about 15 records in at a time, so chunks are cut
+    // by the budget, not only by their own bounds.
+    let (ring, mut rx) = ring(64 << 10);
+    let ring = ring.with_spool(spool.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring.clone(), stop.clone()));
+    for want in 0..records {
+        let report = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = u32::from_le_bytes(report.spans.runs[0][..4].try_into().unwrap());
+        assert_eq!(got, want, "in order");
+        assert!(ring.used_bytes() <= 32 << 10, "within the spill mark");
+        assert!(report.charge.bytes() >= 2000, "charged before it was read");
+    }
+    assert_eq!(spool.waiting_records(), 0);
+    stop.cancel();
+}
