@@ -28,23 +28,31 @@
 //!
 //! **Acknowledging.** Every report in memory carries a [`Spooled`] ticket through its batch.
 //! Delivered, or dropped for good (counted by reason), the ticket acknowledges its record;
-//! records complete out of order. A segment whose records are all acknowledged and that is
-//! no longer written to is deleted. After `kill -9` everything not yet acknowledged is
-//! replayed, so delivery is **at least once**: a batch the upstream took just before the kill
-//! is sent again.
+//! records complete out of order. Each acknowledgement appends one small frame naming its
+//! records to the segment's acknowledgement file ([`acks`]), with one `write` under the same
+//! lock, so it survives `kill -9` like the records. A segment whose records are all
+//! acknowledged and that is no longer written to is deleted, with that file.
 //!
-//! **Restart.** [`Spool::open`] reads every segment in the directory, oldest first; each
-//! valid record waits to be replayed before newer ones. A record with a bad checksum or a
-//! torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and logged once per
-//! file with the file's name and offset, never fatal.
+//! **Restart.** [`Spool::open`] reads every segment in the directory, oldest first, and
+//! skips the records its acknowledgement file names; each other valid record waits to be
+//! replayed before newer ones. Delivery is **at least once**: a record is sent again after a
+//! restart only if the process died after the upstream took its batch and before the
+//! acknowledgement `write` returned (a window of one system call per batch), or if the
+//! machine lost the acknowledgement file's page-cache pages (a crash or power loss), or if
+//! that file is damaged (reading it stops at the first bad frame). A record with a bad
+//! checksum or a torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and
+//! logged once per file with the file's name and offset, never fatal.
 //!
 //! **Shutdown.** Whatever is still held when the drain ends is already on disk: [`Spool::freeze`]
 //! stops acknowledging, so it is replayed at the next start, not counted as dropped.
 //!
-//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, and one record head
-//! (header, token, reporter, run lengths) reused for every write.
+//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, one record head (header,
+//! token, reporter, run lengths) reused for every write, and one open acknowledgement file
+//! per segment with delivered records.
 
+mod acks;
 pub mod record;
+mod recover;
 mod replay;
 pub mod segment;
 #[cfg(test)]
@@ -52,6 +60,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -158,6 +167,10 @@ struct Segment {
     record_bytes: u64,
     /// When its first record was written (or the file found).
     started: SystemTime,
+    /// Its acknowledgement file, once a record in it was acknowledged ([`acks`]).
+    acks: Option<File>,
+    /// Writing its acknowledgements failed (logged once): they are no longer written.
+    acks_failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +184,9 @@ struct State {
     next_id: u64,
     /// The record head being written (reused: no allocation per report).
     head: Vec<u8>,
+    /// The offsets being acknowledged in one segment, and their frame (reused).
+    ack_offsets: Vec<u32>,
+    ack_frame: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -210,6 +226,8 @@ pub struct Recovered {
     pub segments: usize,
     /// Valid records waiting to be replayed.
     pub records: usize,
+    /// Valid records skipped because their acknowledgement file says they were delivered.
+    pub delivered: usize,
     /// Damaged stretches skipped.
     pub corrupt: usize,
 }
@@ -264,15 +282,23 @@ impl Spool {
             }),
         };
         let found = segment::list(&config.dir).map_err(dir_error)?;
+        // Acknowledgements whose segment is gone: delete them before a new segment takes
+        // the number (they would skip its records).
+        for (id, path) in acks::list(&config.dir).map_err(dir_error)? {
+            if found
+                .binary_search_by_key(&id, |(found, _)| *found)
+                .is_err()
+            {
+                std::fs::remove_file(path).map_err(dir_error)?;
+            }
+        }
         let mut recovered = Recovered::default();
         {
             let mut state = spool.lock();
             for (id, path) in found {
                 state.next_id = state.next_id.max(id + 1);
                 recovered.segments += 1;
-                let (records, corrupt) = spool.recover(&mut state, id, path);
-                recovered.records += records;
-                recovered.corrupt += corrupt;
+                spool.recover(&mut state, id, path, &mut recovered);
             }
             spool.publish(&state);
         }
@@ -285,75 +311,13 @@ impl Spool {
                 dir = %config.dir.display(),
                 segments = recovered.segments,
                 records = recovered.records,
+                delivered = recovered.delivered,
                 corrupt = recovered.corrupt,
                 "spool: replaying {} records left by the last run",
                 recovered.records
             );
         }
         Ok((spool, recovered))
-    }
-
-    /// Reads one segment left by an earlier run; returns its valid and damaged record counts.
-    fn recover(&self, state: &mut State, id: u64, path: PathBuf) -> (usize, usize) {
-        let name = path.display().to_string();
-        let read = std::fs::read(&path).and_then(|bytes| Ok((File::open(&path)?, bytes)));
-        let (reader, bytes) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                warn!(file = %name, %error, "spool: cannot read segment; skipped");
-                self.shared.metrics.corrupt.increment(1);
-                return (0, 1);
-            }
-        };
-        let found = record::scan(&bytes);
-        if let Some((offset, _)) = found.damaged.first() {
-            self.shared
-                .metrics
-                .corrupt
-                .increment(found.damaged.len() as u64);
-            warn!(
-                file = %name,
-                offset,
-                damaged = found.damaged.len(),
-                kept = found.records.len(),
-                "spool: damaged records (bad checksum or torn tail) skipped"
-            );
-        }
-        let records = found.records.len();
-        if records == 0 {
-            let _ = std::fs::remove_file(&path);
-            return (0, found.damaged.len());
-        }
-        let mut segment = Segment {
-            path,
-            reader: Arc::new(reader),
-            slots: Vec::with_capacity(records),
-            live: records as u32,
-            disk_bytes: bytes.len() as u64,
-            record_bytes: 0,
-            started: found
-                .records
-                .first()
-                .and_then(|(offset, _)| record::written_at(&bytes[*offset..]))
-                .unwrap_or_else(SystemTime::now),
-        };
-        for (index, (offset, len)) in found.records.into_iter().enumerate() {
-            segment.slots.push(Slot {
-                offset: offset as u32,
-                len: len as u32,
-                state: SlotState::Pending,
-            });
-            segment.record_bytes += len as u64;
-            state.pending.insert(RecordId {
-                segment: id,
-                index: index as u32,
-            });
-        }
-        state.disk_bytes += segment.disk_bytes;
-        state.record_bytes += segment.record_bytes;
-        state.live += records as u64;
-        state.segments.insert(id, segment);
-        (records, found.damaged.len())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -492,6 +456,8 @@ impl Spool {
                 disk_bytes: capacity as u64,
                 record_bytes: 0,
                 started: SystemTime::now(),
+                acks: None,
+                acks_failed: false,
             },
         );
         state.active = Some(active);
@@ -523,18 +489,31 @@ impl Spool {
             state.record_bytes -= segment.record_bytes;
             if let Err(error) = std::fs::remove_file(&segment.path) {
                 warn!(file = %segment.path.display(), %error, "spool: cannot delete a finished segment");
+            } else if let Err(error) = acks::remove(&self.shared.dir, id) {
+                // Deleted at the next start, before its number is used again.
+                warn!(segment = id, %error, "spool: cannot delete a finished segment's acknowledgements");
             }
         }
     }
 
-    /// Marks records done (delivered or dropped for good), deleting finished segments.
+    /// Marks records done (delivered or dropped for good), deleting finished segments and
+    /// writing one acknowledgement frame per other segment touched ([`acks`]).
     fn acknowledge(&self, records: &[RecordId]) {
         if self.shared.frozen.load(Ordering::Acquire) {
             return;
         }
         let mut guard = self.lock();
         let state = &mut *guard;
+        let mut offsets = std::mem::take(&mut state.ack_offsets);
+        let mut current = None;
         for record in records {
+            if current != Some(record.segment) {
+                if let Some(id) = current {
+                    self.persist_acks(state, id, &offsets);
+                }
+                offsets.clear();
+                current = Some(record.segment);
+            }
             let Some(segment) = state.segments.get_mut(&record.segment) else {
                 continue;
             };
@@ -548,6 +527,7 @@ impl Spool {
                 self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             }
             slot.state = SlotState::Done;
+            offsets.push(slot.offset);
             segment.live -= 1;
             let finished = segment.live == 0;
             state.live -= 1;
@@ -556,7 +536,34 @@ impl Spool {
                 self.delete(state, record.segment);
             }
         }
+        if let Some(id) = current {
+            self.persist_acks(state, id, &offsets);
+        }
+        offsets.clear();
+        state.ack_offsets = offsets;
         self.publish(state);
+    }
+
+    /// Appends the frame acknowledging `offsets` to segment `id`'s acknowledgement file,
+    /// unless the segment is gone (deleted: nothing of it is replayed).
+    fn persist_acks(&self, state: &mut State, id: u64, offsets: &[u32]) {
+        let Some(segment) = state.segments.get_mut(&id) else {
+            return;
+        };
+        if offsets.is_empty() || segment.acks_failed {
+            return;
+        }
+        acks::encode(&mut state.ack_frame, offsets);
+        let written = match &mut segment.acks {
+            Some(file) => file.write_all(&state.ack_frame),
+            None => acks::open(&self.shared.dir, id)
+                .and_then(|file| segment.acks.insert(file).write_all(&state.ack_frame)),
+        };
+        if let Err(error) = written {
+            warn!(file = %acks::path(&self.shared.dir, id).display(), %error, "spool: cannot write acknowledgements; after a restart this segment's delivered records are sent again");
+            segment.acks = None;
+            segment.acks_failed = true;
+        }
     }
 
     /// Puts records back on the waiting list (their memory is given back by the caller).
