@@ -111,6 +111,14 @@ impl Spool {
             Ok(acked) => {
                 if let Some(offset) = acked.damaged_at {
                     warn!(file = %file.display(), offset, "spool: acknowledgement file damaged from this offset on; the records it names after it are sent again");
+                    // Cut there, so the frames this run appends are read at the next start.
+                    let cut = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)
+                        .and_then(|f| f.set_len(offset as u64));
+                    if let Err(error) = cut {
+                        warn!(file = %file.display(), %error, "spool: cannot cut a damaged acknowledgement file");
+                    }
                 }
                 acked.offsets
             }
