@@ -39,7 +39,8 @@
 //! restart only if the process died after the upstream took its batch and before the
 //! acknowledgement `write` returned (a window of one system call per batch), or if the
 //! machine lost the acknowledgement file's page-cache pages (a crash or power loss), or if
-//! that file is damaged (reading it stops at the first bad frame). A record with a bad
+//! writing that file failed (logged once per segment) or it is damaged (reading it stops at
+//! the first bad frame). A record with a bad
 //! checksum or a torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and
 //! logged once per file with the file's name and offset, never fatal.
 //!
