@@ -347,3 +347,28 @@ async fn replay_reads_in_chunks_in_order_across_segments_within_the_budget() {
     assert_eq!(spool.waiting_records(), 0);
     stop.cancel();
 }
+
+#[test]
+fn nearly_full_from_the_high_water_mark_until_below_the_low_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 2u64 << 20;
+    let (spool, _) = open(dir.path(), limit);
+    let record = 100 << 10;
+    let mut tickets = Vec::new();
+    let mut written = 0;
+    while let Ok(ticket) = spool.write(&key(b"t"), &spans(1, record), true) {
+        tickets.push(ticket);
+        written += record as u64;
+        let past_mark = written as f64 >= limit as f64 * READY_HIGH_WATER;
+        if !past_mark {
+            assert!(!spool.is_nearly_full(), "{written} bytes written");
+        }
+    }
+    assert!(spool.is_nearly_full(), "refused: nearly full");
+    // A few delivered: their segment still holds others, so the disk is not given back.
+    tickets.truncate(tickets.len() - 2);
+    assert!(spool.is_nearly_full(), "still above the low-water mark");
+    // All delivered: the segments go, and with them the fill.
+    drop(tickets);
+    assert!(!spool.is_nearly_full());
+}
