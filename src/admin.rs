@@ -2,8 +2,11 @@
 //! itself is [`crate::diagnostics`]).
 //!
 //! Readiness is a start-up latch (each start-up step holds a [`StartupHold`]; ready once all
-//! are dropped) AND the buffer below its high-water mark AND, when forwarding, the upstream
-//! reachable AND not draining. Sits beside the pipeline: it only reads shared state.
+//! are dropped) AND the buffer below its high-water mark AND not draining AND, when
+//! forwarding, the upstream reachable; with a spool (`--spool-dir`) the last is replaced by
+//! the spool not nearly full ([`crate::pipeline::spool::READY_HIGH_WATER`]): during an
+//! upstream outage reports wait on disk, so the load balancer should keep sending until the
+//! spool cannot take them. Sits beside the pipeline: it only reads shared state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -100,6 +103,9 @@ impl Readiness {
             Some("draining for shutdown")
         } else if !self.ring.has_headroom() {
             Some("buffer above high-water mark")
+        } else if let Some(spool) = self.ring.spool() {
+            // Reports wait on disk while the upstream is away: unready only once they cannot.
+            spool.is_nearly_full().then_some("spool nearly full")
         } else if self.upstream.as_ref().is_some_and(|u| !u.is_up()) {
             Some("upstream unreachable")
         } else {

@@ -191,6 +191,7 @@ fn snapshot(state: &AdminState) -> Value {
                 "dir": status.dir.display().to_string(),
                 "used_bytes": status.bytes,
                 "limit_bytes": status.limit_bytes,
+                "nearly_full": spool.is_nearly_full(),
                 "records": status.records,
                 "waiting_records": status.waiting,
                 "oldest_segment_age_seconds": status.oldest.map(|age| age.as_secs()),

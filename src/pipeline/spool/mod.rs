@@ -28,23 +28,32 @@
 //!
 //! **Acknowledging.** Every report in memory carries a [`Spooled`] ticket through its batch.
 //! Delivered, or dropped for good (counted by reason), the ticket acknowledges its record;
-//! records complete out of order. A segment whose records are all acknowledged and that is
-//! no longer written to is deleted. After `kill -9` everything not yet acknowledged is
-//! replayed, so delivery is **at least once**: a batch the upstream took just before the kill
-//! is sent again.
+//! records complete out of order. Each acknowledgement appends one small frame naming its
+//! records to the segment's acknowledgement file ([`acks`]), with one `write` under the same
+//! lock, so it survives `kill -9` like the records. A segment whose records are all
+//! acknowledged and that is no longer written to is deleted, with that file.
 //!
-//! **Restart.** [`Spool::open`] reads every segment in the directory, oldest first; each
-//! valid record waits to be replayed before newer ones. A record with a bad checksum or a
-//! torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and logged once per
-//! file with the file's name and offset, never fatal.
+//! **Restart.** [`Spool::open`] reads every segment in the directory, oldest first, and
+//! skips the records its acknowledgement file names; each other valid record waits to be
+//! replayed before newer ones. Delivery is **at least once**: a record is sent again after a
+//! restart only if the process died after the upstream took its batch and before the
+//! acknowledgement `write` returned (a window of one system call per batch), or if the
+//! machine lost the acknowledgement file's page-cache pages (a crash or power loss), or if
+//! writing that file failed (logged once per segment) or it is damaged (reading it stops at
+//! the first bad frame). A record with a bad
+//! checksum or a torn tail is skipped, counted ([`telemetry::SPOOL_CORRUPT_RECORDS`]) and
+//! logged once per file with the file's name and offset, never fatal.
 //!
 //! **Shutdown.** Whatever is still held when the drain ends is already on disk: [`Spool::freeze`]
 //! stops acknowledging, so it is replayed at the next start, not counted as dropped.
 //!
-//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, and one record head
-//! (header, token, reporter, run lengths) reused for every write.
+//! Memory outside `--buffer-bytes`: 12 bytes per record on disk, one record head (header,
+//! token, reporter, run lengths) reused for every write, and one open acknowledgement file
+//! per segment with delivered records.
 
+mod acks;
 pub mod record;
+mod recover;
 mod replay;
 pub mod segment;
 #[cfg(test)]
@@ -52,6 +61,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +84,13 @@ pub const SPILL_MARK: f64 = 0.5;
 pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// Smallest segment file (unless `--spool-bytes` is smaller).
 const MIN_SEGMENT_BYTES: usize = 1 << 20;
+/// Fraction of `--spool-bytes` written (records not yet deleted with their segment) from
+/// which the spool counts as nearly full and `/_ready` answers 503: the load balancer sends
+/// elsewhere before clients are refused. A refused write (no room, or the disk refused a
+/// segment) counts as nearly full too, whatever the fill.
+pub const READY_HIGH_WATER: f64 = 0.9;
+/// Fill below which a nearly full spool counts as having room again.
+pub const READY_LOW_WATER: f64 = 0.8;
 
 /// Where the spool lives and how large it may grow, from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +168,10 @@ struct Segment {
     record_bytes: u64,
     /// When its first record was written (or the file found).
     started: SystemTime,
+    /// Its acknowledgement file, once a record in it was acknowledged ([`acks`]).
+    acks: Option<File>,
+    /// Writing its acknowledgements failed (logged once): they are no longer written.
+    acks_failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +185,9 @@ struct State {
     next_id: u64,
     /// The record head being written (reused: no allocation per report).
     head: Vec<u8>,
+    /// The offsets being acknowledged in one segment, and their frame (reused).
+    ack_offsets: Vec<u32>,
+    ack_frame: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -182,6 +206,8 @@ struct Shared {
     segment_bytes: usize,
     state: Mutex<State>,
     frozen: AtomicBool,
+    /// Above [`READY_HIGH_WATER`] or refusing, until back below [`READY_LOW_WATER`].
+    nearly_full: AtomicBool,
     pending: AtomicUsize,
     wake: Notify,
     metrics: Metrics,
@@ -201,6 +227,8 @@ pub struct Recovered {
     pub segments: usize,
     /// Valid records waiting to be replayed.
     pub records: usize,
+    /// Valid records skipped because their acknowledgement file says they were delivered.
+    pub delivered: usize,
     /// Damaged stretches skipped.
     pub corrupt: usize,
 }
@@ -242,6 +270,7 @@ impl Spool {
                 segment_bytes: segment_bytes.max(1),
                 state: Mutex::new(State::default()),
                 frozen: AtomicBool::new(false),
+                nearly_full: AtomicBool::new(false),
                 pending: AtomicUsize::new(0),
                 wake: Notify::new(),
                 metrics: Metrics {
@@ -254,15 +283,23 @@ impl Spool {
             }),
         };
         let found = segment::list(&config.dir).map_err(dir_error)?;
+        // Acknowledgements whose segment is gone: delete them before a new segment takes
+        // the number (they would skip its records).
+        for (id, path) in acks::list(&config.dir).map_err(dir_error)? {
+            if found
+                .binary_search_by_key(&id, |(found, _)| *found)
+                .is_err()
+            {
+                std::fs::remove_file(path).map_err(dir_error)?;
+            }
+        }
         let mut recovered = Recovered::default();
         {
             let mut state = spool.lock();
             for (id, path) in found {
                 state.next_id = state.next_id.max(id + 1);
                 recovered.segments += 1;
-                let (records, corrupt) = spool.recover(&mut state, id, path);
-                recovered.records += records;
-                recovered.corrupt += corrupt;
+                spool.recover(&mut state, id, path, &mut recovered);
             }
             spool.publish(&state);
         }
@@ -275,75 +312,13 @@ impl Spool {
                 dir = %config.dir.display(),
                 segments = recovered.segments,
                 records = recovered.records,
+                delivered = recovered.delivered,
                 corrupt = recovered.corrupt,
                 "spool: replaying {} records left by the last run",
                 recovered.records
             );
         }
         Ok((spool, recovered))
-    }
-
-    /// Reads one segment left by an earlier run; returns its valid and damaged record counts.
-    fn recover(&self, state: &mut State, id: u64, path: PathBuf) -> (usize, usize) {
-        let name = path.display().to_string();
-        let read = std::fs::read(&path).and_then(|bytes| Ok((File::open(&path)?, bytes)));
-        let (reader, bytes) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                warn!(file = %name, %error, "spool: cannot read segment; skipped");
-                self.shared.metrics.corrupt.increment(1);
-                return (0, 1);
-            }
-        };
-        let found = record::scan(&bytes);
-        if let Some((offset, _)) = found.damaged.first() {
-            self.shared
-                .metrics
-                .corrupt
-                .increment(found.damaged.len() as u64);
-            warn!(
-                file = %name,
-                offset,
-                damaged = found.damaged.len(),
-                kept = found.records.len(),
-                "spool: damaged records (bad checksum or torn tail) skipped"
-            );
-        }
-        let records = found.records.len();
-        if records == 0 {
-            let _ = std::fs::remove_file(&path);
-            return (0, found.damaged.len());
-        }
-        let mut segment = Segment {
-            path,
-            reader: Arc::new(reader),
-            slots: Vec::with_capacity(records),
-            live: records as u32,
-            disk_bytes: bytes.len() as u64,
-            record_bytes: 0,
-            started: found
-                .records
-                .first()
-                .and_then(|(offset, _)| record::written_at(&bytes[*offset..]))
-                .unwrap_or_else(SystemTime::now),
-        };
-        for (index, (offset, len)) in found.records.into_iter().enumerate() {
-            segment.slots.push(Slot {
-                offset: offset as u32,
-                len: len as u32,
-                state: SlotState::Pending,
-            });
-            segment.record_bytes += len as u64;
-            state.pending.insert(RecordId {
-                segment: id,
-                index: index as u32,
-            });
-        }
-        state.disk_bytes += segment.disk_bytes;
-        state.record_bytes += segment.record_bytes;
-        state.live += records as u64;
-        state.segments.insert(id, segment);
-        (records, found.damaged.len())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -358,6 +333,21 @@ impl Spool {
         let m = &self.shared.metrics;
         m.bytes.set(state.record_bytes as f64);
         m.records.set(state.live as f64);
+        // Written bytes: what is reserved on disk less the active segment's unwritten room.
+        let room = state.active.as_ref().map_or(0, Active::room) as u64;
+        let filled = state.disk_bytes.saturating_sub(room) as f64;
+        let limit = self.shared.limit as f64;
+        if filled >= limit * READY_HIGH_WATER {
+            self.shared.nearly_full.store(true, Ordering::Release);
+        } else if filled < limit * READY_LOW_WATER {
+            self.shared.nearly_full.store(false, Ordering::Release);
+        }
+    }
+
+    /// True from the fill reaching [`READY_HIGH_WATER`] of `--spool-bytes` (or a write being
+    /// refused) until it falls back below [`READY_LOW_WATER`]: `/_ready` answers 503 then.
+    pub fn is_nearly_full(&self) -> bool {
+        self.shared.nearly_full.load(Ordering::Acquire)
     }
 
     /// Whether a report of the budget's should be kept in memory now rather than spilled:
@@ -381,8 +371,11 @@ impl Spool {
             .map_or(0, |d| d.as_millis() as u64);
         let mut guard = self.lock();
         let state = &mut *guard;
-        if state.active.as_ref().is_none_or(|a| a.room() < len) {
-            self.rotate(state, len)?;
+        if state.active.as_ref().is_none_or(|a| a.room() < len)
+            && let Err(full) = self.rotate(state, len)
+        {
+            self.shared.nearly_full.store(true, Ordering::Release);
+            return Err(full);
         }
         let Some(active) = state.active.as_mut() else {
             return Err(SpoolFull::Disk(std::io::ErrorKind::Other));
@@ -393,6 +386,7 @@ impl Spool {
             Err(error) => {
                 warn!(dir = %self.shared.dir.display(), %error, "spool: cannot write a record; starting a new segment");
                 self.seal_active(state);
+                self.shared.nearly_full.store(true, Ordering::Release);
                 return Err(SpoolFull::Disk(error.kind()));
             }
         };
@@ -463,6 +457,8 @@ impl Spool {
                 disk_bytes: capacity as u64,
                 record_bytes: 0,
                 started: SystemTime::now(),
+                acks: None,
+                acks_failed: false,
             },
         );
         state.active = Some(active);
@@ -494,18 +490,31 @@ impl Spool {
             state.record_bytes -= segment.record_bytes;
             if let Err(error) = std::fs::remove_file(&segment.path) {
                 warn!(file = %segment.path.display(), %error, "spool: cannot delete a finished segment");
+            } else if let Err(error) = acks::remove(&self.shared.dir, id) {
+                // Deleted at the next start, before its number is used again.
+                warn!(segment = id, %error, "spool: cannot delete a finished segment's acknowledgements");
             }
         }
     }
 
-    /// Marks records done (delivered or dropped for good), deleting finished segments.
+    /// Marks records done (delivered or dropped for good), deleting finished segments and
+    /// writing one acknowledgement frame per other segment touched ([`acks`]).
     fn acknowledge(&self, records: &[RecordId]) {
         if self.shared.frozen.load(Ordering::Acquire) {
             return;
         }
         let mut guard = self.lock();
         let state = &mut *guard;
+        let mut offsets = std::mem::take(&mut state.ack_offsets);
+        let mut current = None;
         for record in records {
+            if current != Some(record.segment) {
+                if let Some(id) = current {
+                    self.persist_acks(state, id, &offsets);
+                }
+                offsets.clear();
+                current = Some(record.segment);
+            }
             let Some(segment) = state.segments.get_mut(&record.segment) else {
                 continue;
             };
@@ -519,6 +528,7 @@ impl Spool {
                 self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             }
             slot.state = SlotState::Done;
+            offsets.push(slot.offset);
             segment.live -= 1;
             let finished = segment.live == 0;
             state.live -= 1;
@@ -527,7 +537,34 @@ impl Spool {
                 self.delete(state, record.segment);
             }
         }
+        if let Some(id) = current {
+            self.persist_acks(state, id, &offsets);
+        }
+        offsets.clear();
+        state.ack_offsets = offsets;
         self.publish(state);
+    }
+
+    /// Appends the frame acknowledging `offsets` to segment `id`'s acknowledgement file,
+    /// unless the segment is gone (deleted: nothing of it is replayed).
+    fn persist_acks(&self, state: &mut State, id: u64, offsets: &[u32]) {
+        let Some(segment) = state.segments.get_mut(&id) else {
+            return;
+        };
+        if offsets.is_empty() || segment.acks_failed {
+            return;
+        }
+        acks::encode(&mut state.ack_frame, offsets);
+        let written = match &mut segment.acks {
+            Some(file) => file.write_all(&state.ack_frame),
+            None => acks::open(&self.shared.dir, id)
+                .and_then(|file| segment.acks.insert(file).write_all(&state.ack_frame)),
+        };
+        if let Err(error) = written {
+            warn!(file = %acks::path(&self.shared.dir, id).display(), %error, "spool: cannot write acknowledgements; after a restart this segment's delivered records are sent again");
+            segment.acks = None;
+            segment.acks_failed = true;
+        }
     }
 
     /// Puts records back on the waiting list (their memory is given back by the caller).

@@ -29,8 +29,13 @@ pub fn path(dir: &Path, id: u64) -> PathBuf {
 
 /// The segment number in a file name, if it is a segment's.
 pub fn id_of(name: &OsStr) -> Option<u64> {
+    number_of(name, SUFFIX)
+}
+
+/// The number in a file name of a segment's (zero-padded digits, then `suffix`).
+fn number_of(name: &OsStr, suffix: &str) -> Option<u64> {
     let name = name.to_str()?;
-    let digits = name.strip_suffix(SUFFIX)?;
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -39,10 +44,15 @@ pub fn id_of(name: &OsStr) -> Option<u64> {
 
 /// Every segment file in `dir`, oldest first.
 pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    list_numbered(dir, SUFFIX)
+}
+
+/// Every file in `dir` named like a segment but ending in `suffix`, by number.
+pub fn list_numbered(dir: &Path, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(id) = id_of(&entry.file_name()) {
+        if let Some(id) = number_of(&entry.file_name(), suffix) {
             found.push((id, entry.path()));
         }
     }

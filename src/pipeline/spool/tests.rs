@@ -74,7 +74,7 @@ fn acknowledged_records_free_their_segment_once_it_is_sealed() {
 }
 
 #[test]
-fn unacknowledged_records_are_found_again_after_a_restart() {
+fn only_unacknowledged_records_are_found_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path(), 64 << 20);
     let kept = spool.write(&key(b"a"), &spans(3, 10), true).unwrap();
@@ -85,17 +85,135 @@ fn unacknowledged_records_are_found_again_after_a_restart() {
     drop(kept);
     drop(spool);
     let (spool, recovered) = open(dir.path(), 64 << 20);
-    // At least once: the acknowledged record shares a segment with unacknowledged ones, so
-    // the whole segment is read again.
+    // The delivered record shares the segment with undelivered ones; its acknowledgement
+    // file says it was delivered, so it is not sent again.
     assert_eq!(
         recovered,
         Recovered {
             segments: 1,
-            records: 3,
+            records: 2,
+            delivered: 1,
             corrupt: 0
         }
     );
-    assert_eq!(spool.waiting_records(), 3);
+    assert_eq!(spool.waiting_records(), 2);
+    assert_eq!(spool.status().records, 2);
+}
+
+/// The tokens of the records waiting in `dir`'s spool, in replay order.
+async fn replayed_tokens(dir: &Path) -> Vec<Bytes> {
+    let (spool, recovered) = open(dir, 64 << 20);
+    let (ring, mut rx) = ring(1 << 20);
+    let ring = ring.with_spool(spool.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring.clone(), stop.clone()));
+    let mut tokens = Vec::new();
+    for _ in 0..recovered.records {
+        let report = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokens.push(report.key.token.clone());
+    }
+    stop.cancel();
+    spool.freeze();
+    tokens
+}
+
+#[test]
+fn a_delivered_active_segment_is_not_sent_again_and_its_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let batch: Vec<Spooled> = (0..5)
+        .map(|_| spool.write(&key(b"t"), &spans(2, 10), true).unwrap())
+        .collect();
+    drop(batch);
+    // Killed while the segment is still the active one: it was never deleted.
+    spool.freeze();
+    drop(spool);
+    assert_eq!(files(dir.path()), 1);
+    let (_, recovered) = open(dir.path(), 64 << 20);
+    assert_eq!((recovered.records, recovered.delivered), (0, 5));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "segment and acknowledgement file deleted"
+    );
+}
+
+#[tokio::test]
+async fn acknowledgements_name_records_by_offset_so_damage_does_not_shift_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let tickets: Vec<Spooled> = [&b"a"[..], b"b", b"c", b"d"]
+        .iter()
+        .map(|t| {
+            let key = BatchKey {
+                token: Bytes::copy_from_slice(t),
+                ..key(b"")
+            };
+            spool.write(&key, &spans(1, 100), true).unwrap()
+        })
+        .collect();
+    let mut tickets = tickets.into_iter();
+    let (a, b, c, d) = (
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+    );
+    drop(c); // delivered
+    spool.freeze();
+    drop((a, b, d, spool));
+    // "b" is damaged on disk: the scan skips it, and "c" (acknowledged) must still be the
+    // one skipped as delivered, not "d".
+    let (_, path) = segment::list(dir.path()).unwrap().remove(0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let found = record::scan(&bytes);
+    bytes[found.records[1].0 + 30] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(replayed_tokens(dir.path()).await, [&b"a"[..], b"d"]);
+}
+
+#[tokio::test]
+async fn stale_or_damaged_acknowledgements_never_lose_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    // An acknowledgement file left without its segment (the process died between the two
+    // deletions) must not skip the records of the next segment of that number.
+    let mut frame = Vec::new();
+    acks::encode(&mut frame, &[0]);
+    std::fs::write(acks::path(dir.path(), 0), &frame).unwrap();
+    let (spool, _) = open(dir.path(), 64 << 20);
+    let mut tickets: Vec<Spooled> = (0..3)
+        .map(|_| spool.write(&key(b"t"), &spans(1, 10), true).unwrap())
+        .collect();
+    drop(tickets.remove(0));
+    drop(tickets.remove(0));
+    spool.freeze();
+    drop((tickets, spool));
+    let ack_file = acks::path(dir.path(), 0);
+    let written = std::fs::read(&ack_file).unwrap();
+    assert_eq!(
+        written.len(),
+        2 * (12 + 4),
+        "two frames, the stale one gone"
+    );
+    // The second frame is torn: its record is sent again (at least once), the first's not.
+    std::fs::write(&ack_file, &written[..written.len() - 1]).unwrap();
+    let (spool, recovered) = open(dir.path(), 64 << 20);
+    assert_eq!((recovered.records, recovered.delivered), (2, 1));
+    // The torn frame is cut off, so what this run acknowledges is read at the next start.
+    assert_eq!(std::fs::metadata(&ack_file).unwrap().len(), 16);
+    let (ring, mut rx) = ring(1 << 20);
+    let ring = ring.with_spool(spool.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring, stop.clone()));
+    drop(rx.recv().await.unwrap());
+    stop.cancel();
+    spool.freeze();
+    drop(spool);
+    let (_, recovered) = open(dir.path(), 64 << 20);
+    assert_eq!((recovered.records, recovered.delivered), (1, 2));
 }
 
 #[tokio::test]
@@ -185,8 +303,72 @@ fn segment_files_are_private_to_their_owner() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path(), 8 << 20);
     let _ticket = spool.write(&key(b"secret"), &spans(1, 1), true).unwrap();
-    for (_, path) in segment::list(dir.path()).unwrap() {
-        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    drop(spool.write(&key(b"secret"), &spans(1, 1), true).unwrap());
+    assert!(acks::path(dir.path(), 0).exists());
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+#[tokio::test]
+async fn replay_reads_in_chunks_in_order_across_segments_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB segments: 700 records of about 2 KiB take two.
+    let (spool, _) = open(dir.path(), 16 << 20);
+    let records = 700u32;
+    for i in 0..records {
+        let mut run = vec![0u8; 2000];
+        run[..4].copy_from_slice(&i.to_le_bytes());
+        let spans = SpanRuns {
+            count: 1,
+            bytes: run.len(),
+            runs: vec![Bytes::from(run)],
+        };
+        spool.write(&key(b"t"), &spans, false).unwrap();
+    }
+    assert!(files(dir.path()) >= 2);
+    // A 64 KiB budget: the spill mark lets about 15 records in at a time, so chunks are cut
+    // by the budget, not only by their own bounds.
+    let (ring, mut rx) = ring(64 << 10);
+    let ring = ring.with_spool(spool.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(spool.clone().replay(ring.clone(), stop.clone()));
+    for want in 0..records {
+        let report = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = u32::from_le_bytes(report.spans.runs[0][..4].try_into().unwrap());
+        assert_eq!(got, want, "in order");
+        assert!(ring.used_bytes() <= 32 << 10, "within the spill mark");
+        assert!(report.charge.bytes() >= 2000, "charged before it was read");
+    }
+    assert_eq!(spool.waiting_records(), 0);
+    stop.cancel();
+}
+
+#[test]
+fn nearly_full_from_the_high_water_mark_until_below_the_low_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 2u64 << 20;
+    let (spool, _) = open(dir.path(), limit);
+    let record = 100 << 10;
+    let mut tickets = Vec::new();
+    let mut written = 0;
+    while let Ok(ticket) = spool.write(&key(b"t"), &spans(1, record), true) {
+        tickets.push(ticket);
+        written += record as u64;
+        let past_mark = written as f64 >= limit as f64 * READY_HIGH_WATER;
+        if !past_mark {
+            assert!(!spool.is_nearly_full(), "{written} bytes written");
+        }
+    }
+    assert!(spool.is_nearly_full(), "refused: nearly full");
+    // A few delivered: their segment still holds others, so the disk is not given back.
+    tickets.truncate(tickets.len() - 2);
+    assert!(spool.is_nearly_full(), "still above the low-water mark");
+    // All delivered: the segments go, and with them the fill.
+    drop(tickets);
+    assert!(!spool.is_nearly_full());
 }
