@@ -390,7 +390,7 @@ struct Pipeline {
 impl Pipeline {
     /// The production pipeline: span runs are copied once into the ring's region.
     fn new() -> Self {
-        Self::with_ring(Ring::new)
+        Self::with_ring(|config| Ring::new(config).expect("the bench's region"))
     }
 
     /// Today's design before the region: span runs stay slices of the request buffer.

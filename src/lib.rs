@@ -69,6 +69,9 @@ pub enum RunError {
     /// Reading the spool back failed (its task panicked).
     #[error("reading the spool back failed: {0}")]
     SpoolRead(tokio::task::JoinError),
+    /// The ring's region (`--buffer-bytes`) could not be reserved.
+    #[error(transparent)]
+    Region(#[from] pipeline::arena::RegionError),
     /// The developer-mode store thread could not be started.
     #[error("cannot start the developer-mode store thread: {0}")]
     Store(#[from] std::io::Error),
@@ -104,7 +107,7 @@ pub async fn run(
         high_water: 0.8,
         low_water: 0.6,
         shards: config.batch_workers,
-    });
+    })?;
     // With --spool-dir every admitted report is written to disk before the client hears OK;
     // what the last run left there is replayed first.
     // Reading back a large spool is disk I/O: off the async workers.

@@ -29,6 +29,11 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(config)) {
         // 0, or 3 when spans were dropped at shutdown (see `cubesat::shutdown`).
         Ok(drained) => ExitCode::from(drained.exit_code()),
+        // A budget the machine cannot map is a bad `--buffer-bytes`: a configuration error.
+        Err(error) if matches!(error.downcast_ref(), Some(cubesat::RunError::Region(_))) => {
+            eprintln!("cubesat: configuration error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => report(Err(error)),
     }
 }

@@ -36,6 +36,21 @@ fn bad_values_exit_2_naming_the_key() {
             "--upstream-protocol",
         ),
         (&["serve", "--no-such-flag"], "--no-such-flag"),
+        // Past the address space: the ring's region cannot be mapped (an error, not an abort).
+        (
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--buffer-bytes",
+                "1PiB",
+                "--upstream",
+                "http://127.0.0.1:9",
+            ],
+            "--buffer-bytes",
+        ),
     ];
     for (args, key) in cases {
         let out = cubesat(args);

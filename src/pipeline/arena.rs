@@ -161,21 +161,49 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The region could not be reserved: the machine will not map that much memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot reserve the ring's {bytes}-byte region (--buffer-bytes): the machine will not map that much memory; set --buffer-bytes lower"
+)]
+pub struct RegionError {
+    /// The size asked for.
+    pub bytes: usize,
+}
+
 impl Arena {
     /// A region of `capacity` bytes (reserved now, touched only as it is used).
-    pub fn new(capacity: usize) -> Arena {
-        // `vec![0; n]` asks the allocator for zeroed pages, which the kernel maps lazily.
-        let zeroed: Box<[u8]> = vec![0u8; capacity].into_boxed_slice();
-        // SAFETY: `UnsafeCell<u8>` is `repr(transparent)` over `u8`.
-        let memory = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [UnsafeCell<u8>]) };
-        Arena {
+    pub fn new(capacity: usize) -> Result<Arena, RegionError> {
+        let memory: Box<[UnsafeCell<u8>]> = if capacity == 0 {
+            Box::new([])
+        } else {
+            let layout = std::alloc::Layout::array::<u8>(capacity)
+                .map_err(|_| RegionError { bytes: capacity })?;
+            // Zeroed pages, which the kernel maps lazily; null (not an abort) when the
+            // allocator cannot reserve them.
+            // SAFETY: the layout has a non-zero size.
+            let at = unsafe { std::alloc::alloc_zeroed(layout) };
+            if at.is_null() {
+                return Err(RegionError { bytes: capacity });
+            }
+            // SAFETY: `at` is a zeroed allocation of `capacity` bytes with the layout of
+            // `[u8]`, which `[UnsafeCell<u8>]` shares (`repr(transparent)`), so the box frees
+            // it with the same layout.
+            unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    at.cast::<UnsafeCell<u8>>(),
+                    capacity,
+                ))
+            }
+        };
+        Ok(Arena {
             inner: Arc::new(Inner {
                 memory,
                 state: Mutex::new(State::default()),
                 waiting: AtomicUsize::new(0),
                 room: Notify::new(),
             }),
-        }
+        })
     }
 
     /// Size of the region.
@@ -346,7 +374,7 @@ mod tests {
 
     #[test]
     fn writes_once_and_slices_read_back() {
-        let arena = Arena::new(64);
+        let arena = Arena::new(64).unwrap();
         let (record, offsets) = arena.write(&[b(b"abc"), b(b"defg")]).unwrap();
         assert_eq!(&record[..], b"abcdefg");
         assert_eq!(offsets, vec![0, 3]);
@@ -360,7 +388,7 @@ mod tests {
 
     #[test]
     fn completes_out_of_order_and_wraps_around() {
-        let arena = Arena::new(10);
+        let arena = Arena::new(10).unwrap();
         let (a, _) = arena.write(&[b(b"aaaa")]).unwrap();
         let (c, _) = arena.write(&[b(b"cccc")]).unwrap();
         assert!(arena.write(&[b(b"ddd")]).is_none(), "no contiguous room");
@@ -380,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_record_is_filled_in_place_and_an_abandoned_filling_gives_its_room_back() {
-        let arena = Arena::new(16);
+        let arena = Arena::new(16).unwrap();
         let mut filling = arena.reserve(8).unwrap();
         assert_eq!((filling.put(b"abc"), filling.put(b"defghijk")), (3, 5));
         assert_eq!(filling.written(), b"abcdefgh");
@@ -403,7 +431,7 @@ mod tests {
 
     #[test]
     fn records_stay_in_the_low_end_when_the_head_leaves_room_there() {
-        let arena = Arena::new(100);
+        let arena = Arena::new(100).unwrap();
         let start = |record: &Bytes| record.as_ptr() as usize;
         let ten = || arena.write(&[b(b"0123456789")]).unwrap().0;
         let (a, a2, a3, a4, b1) = (ten(), ten(), ten(), ten(), ten());
@@ -430,7 +458,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reservation_waits_for_the_head_to_move_until_its_deadline() {
-        let arena = Arena::new(8);
+        let arena = Arena::new(8).unwrap();
         let (held, _) = arena.write(&[b(b"held!!")]).unwrap();
         let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
         assert!(
@@ -449,8 +477,15 @@ mod tests {
     }
 
     #[test]
+    fn a_region_the_machine_cannot_map_is_an_error_not_an_abort() {
+        let error = Arena::new(usize::MAX / 2).unwrap_err();
+        assert!(error.to_string().contains("--buffer-bytes"), "{error}");
+        assert_eq!(Arena::new(0).unwrap().capacity(), 0);
+    }
+
+    #[test]
     fn records_survive_threads_and_the_arena_handle() {
-        let arena = Arena::new(1 << 16);
+        let arena = Arena::new(1 << 16).unwrap();
         let records: Vec<Bytes> = (0..100u8)
             .map(|i| arena.write(&[Bytes::from(vec![i; 100])]).unwrap().0)
             .collect();

@@ -326,6 +326,7 @@ mod tests {
             low_water: 0.5,
             shards: 1,
         })
+        .unwrap()
         .0
     }
 
@@ -403,7 +404,7 @@ mod tests {
             high_water: 0.9,
             low_water: 0.5,
             shards: 1,
-        });
+        }).unwrap();
         let sink = Capture::default();
         let drain = CancellationToken::new();
         let batcher = Batcher::new(
@@ -435,7 +436,7 @@ mod tests {
             high_water: 0.9,
             low_water: 0.5,
             shards: 1,
-        });
+        }).unwrap();
         let sink = Capture::default();
         let (flush_now, drain) = (CancellationToken::new(), CancellationToken::new());
         let batcher = Batcher::new(
@@ -478,7 +479,7 @@ mod tests {
             high_water: 0.9,
             low_water: 0.6,
             shards: 1,
-        });
+        }).unwrap();
         let sink = Capture::default();
         let drain = CancellationToken::new();
         // An hour's timeout: only pressure can make these batches leave.

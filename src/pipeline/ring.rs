@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::arena::Arena;
+use super::arena::{Arena, RegionError};
 use super::budget::{Budget, BudgetFull, Charge, Part};
 use super::spool::{Spool, SpoolFull, Spooled};
 use super::{BatchKey, Report};
@@ -85,11 +85,12 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Makes a ring and the receivers its batchers read, one per shard.
-    pub fn new(config: RingConfig) -> (Ring, Vec<mpsc::UnboundedReceiver<Report>>) {
+    /// Makes a ring with its region and the receivers its batchers read, one per shard.
+    pub fn new(config: RingConfig) -> Result<(Ring, Vec<mpsc::UnboundedReceiver<Report>>), RegionError> {
+        let arena = Arena::new(config.capacity_bytes)?;
         let (mut ring, receivers) = Ring::without_arena(config);
-        ring.arena = Some(Arena::new(config.capacity_bytes));
-        (ring, receivers)
+        ring.arena = Some(arena);
+        Ok((ring, receivers))
     }
 
     /// A ring whose reports stay slices of their request buffers (no region, no copy): the
@@ -258,6 +259,7 @@ mod tests {
             low_water: 0.5,
             shards: 2,
         })
+        .unwrap()
     }
 
     fn key(token: &'static [u8]) -> BatchKey {

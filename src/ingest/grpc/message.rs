@@ -391,7 +391,7 @@ mod tests {
     #[tokio::test]
     async fn a_message_is_read_into_the_region_when_it_has_room() {
         let budget = Budget::new(1 << 20, 0.9, 0.5);
-        let region = Arena::new(64);
+        let region = Arena::new(64).unwrap();
         let headers = HeaderMap::new();
         let read = |message: &'static [u8], region| {
             let body = Full::new(Bytes::from(framed(0, message)));
@@ -407,7 +407,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_message_moves_out_of_the_region() {
         let budget = Budget::new(1 << 20, 0.9, 0.5);
-        let region = Arena::new(1 << 10);
+        let region = Arena::new(1 << 10).unwrap();
         let wire = framed(0, b"slowly, slowly");
         let (tx, rx) = tokio::sync::mpsc::channel::<
             Result<http_body::Frame<Bytes>, std::convert::Infallible>,
