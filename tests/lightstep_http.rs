@@ -331,7 +331,11 @@ async fn errors_are_clear_and_never_parse_as_a_report_response() {
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("application/octet-stream", vec![0x1a, 0x09, 0x01], 400),
         ("application/json", b"{\"spans\": 7}".to_vec(), 400),
-        ("application/octet-stream", vec![0u8; (1 << 20) + (64 << 10)], 413),
+        (
+            "application/octet-stream",
+            vec![0u8; (1 << 20) + (64 << 10)],
+            413,
+        ),
     ];
     for (content_type, body, want) in cases {
         let (status, text) =

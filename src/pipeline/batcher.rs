@@ -404,7 +404,8 @@ mod tests {
             high_water: 0.9,
             low_water: 0.5,
             shards: 1,
-        }).unwrap();
+        })
+        .unwrap();
         let sink = Capture::default();
         let drain = CancellationToken::new();
         let batcher = Batcher::new(
@@ -436,7 +437,8 @@ mod tests {
             high_water: 0.9,
             low_water: 0.5,
             shards: 1,
-        }).unwrap();
+        })
+        .unwrap();
         let sink = Capture::default();
         let (flush_now, drain) = (CancellationToken::new(), CancellationToken::new());
         let batcher = Batcher::new(
@@ -479,7 +481,8 @@ mod tests {
             high_water: 0.9,
             low_water: 0.6,
             shards: 1,
-        }).unwrap();
+        })
+        .unwrap();
         let sink = Capture::default();
         let drain = CancellationToken::new();
         // An hour's timeout: only pressure can make these batches leave.

@@ -86,7 +86,9 @@ pub struct Ring {
 
 impl Ring {
     /// Makes a ring with its region and the receivers its batchers read, one per shard.
-    pub fn new(config: RingConfig) -> Result<(Ring, Vec<mpsc::UnboundedReceiver<Report>>), RegionError> {
+    pub fn new(
+        config: RingConfig,
+    ) -> Result<(Ring, Vec<mpsc::UnboundedReceiver<Report>>), RegionError> {
         let arena = Arena::new(config.capacity_bytes)?;
         let (mut ring, receivers) = Ring::without_arena(config);
         ring.arena = Some(arena);
