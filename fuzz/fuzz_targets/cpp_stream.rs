@@ -61,7 +61,8 @@ fuzz_target!(|data: &[u8]| {
         high_water: 0.9,
         low_water: 0.5,
         shards: 1,
-    });
+    })
+    .expect("the ring's region");
     let intake = Intake::new(ring, TokenPolicy::default(), 1 << 20);
     let result = RUNTIME.block_on(read_lightstep_stream(&intake, body_stream, MAX_FIELD));
     let mut delivered = 0;
