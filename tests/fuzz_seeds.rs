@@ -305,6 +305,25 @@ fn lightstep_json_seeds() {
 }
 
 #[test]
+fn otlp_json_seeds() {
+    // The export as the OTLP/JSON encoding spells it (opentelemetry-proto's serde: hex ids,
+    // camelCase), plus enum names and a minimal export.
+    let rich = serde_json::to_vec(&rich_export()).unwrap();
+    let seeds = [
+        ("rich", rich),
+        (
+            "enum-names",
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"n","kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}}]}]}]}"#.to_vec(),
+        ),
+        ("empty", b"{}".to_vec()),
+    ];
+    for (name, bytes) in &seeds {
+        cubesat::ingest::parse_otlp_json(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    write_seeds("otlp_json", &seeds);
+}
+
+#[test]
 fn lenient_decode_seeds() {
     let reports = lightstep_seeds();
     for (name, bytes) in &reports {

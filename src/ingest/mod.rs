@@ -27,6 +27,7 @@ pub use intake::{Accepted, IngestError, Intake, Tee};
 pub use lightstep::{
     parse_lightstep_json, parse_thrift_binary, parse_thrift_json, read_lightstep_stream,
 };
+pub use otlp::parse_otlp_json;
 pub use refused::Refused;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;

@@ -7,3 +7,13 @@ pub mod http;
 pub mod json;
 
 pub use grpc::Export;
+
+use bytes::Bytes;
+
+use super::refused::Refused;
+
+/// OTLP/JSON of an `ExportTraceServiceRequest` -> its protobuf encoding, as `/v1/traces`
+/// converts `application/json`.
+pub fn parse_otlp_json(body: &[u8]) -> Result<Bytes, Refused> {
+    Ok(json::json_to_protobuf(body)?)
+}
