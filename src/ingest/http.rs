@@ -9,7 +9,8 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
 use super::refused::Refused;
-use crate::pipeline::{Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
+use super::region::BodyBuffer;
+use crate::pipeline::{Arena, Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
 
 /// What every HTTP ingest route needs: the door into the pipeline and the body size limit.
 #[derive(Clone)]
@@ -69,13 +70,15 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Collects a request body, charged to `budget` before each byte is allocated: refused at
 /// once (413) when `Content-Length` passes `limit`, and (503) when the budget cannot hold the
-/// declared size now; a body of unknown length reserves as it grows. The charge covers the
-/// buffer's capacity and [`REQUEST_OVERHEAD`].
+/// declared size now; a body of unknown length reserves as it grows. A body of declared
+/// length without a `Content-Encoding` is read into `region` when it has room
+/// ([`BodyBuffer`]). The charge covers the buffer's capacity and [`REQUEST_OVERHEAD`].
 pub async fn collect_charged(
     body: axum::body::Body,
     headers: &HeaderMap,
     limit: usize,
     budget: &Budget,
+    region: Option<&Arena>,
 ) -> Result<(Bytes, Charge), BodyError> {
     use http_body_util::BodyExt;
     let declared = content_length(headers);
@@ -87,8 +90,30 @@ pub async fn collect_charged(
     let mut charge = budget
         .reserve_waiting(Part::InFlight, REQUEST_OVERHEAD + declared, 0)
         .await?;
-    let mut buf = BytesMut::with_capacity(declared);
     let mut body = body;
+    // A body of known length without a Content-Encoding is read straight into the ring's
+    // region when it has room (`ingest::region`): its span runs then stay where they were read.
+    let identity = headers
+        .get(header::CONTENT_ENCODING)
+        .is_none_or(|e| e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if declared > 0 && identity {
+        let mut buf = BodyBuffer::reserve(declared, region, budget).await;
+        while let Some(frame) = buf.next(body.frame()).await {
+            let frame =
+                frame.map_err(|e| BodyError::Invalid(format!("reading the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.len() > buf.remaining() {
+                return Err(BodyError::Invalid(format!(
+                    "the request body is longer than its Content-Length ({declared} bytes)"
+                )));
+            }
+            buf.put(&data);
+        }
+        return Ok((buf.freeze(), charge));
+    }
+    let mut buf = BytesMut::with_capacity(declared);
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| BodyError::Invalid(format!("reading the request body: {e}")))?;
@@ -121,9 +146,10 @@ impl Route {
         body: axum::body::Body,
     ) -> Result<(Bytes, Charge), BodyError> {
         let limit = self.max_message_bytes;
+        let ring = self.intake.ring();
         let read = async {
             let (body, mut charge) =
-                collect_charged(body, headers, limit, self.intake.ring().budget()).await?;
+                collect_charged(body, headers, limit, ring.budget(), ring.arena()).await?;
             let body = decoded_body(headers, body, limit, &mut charge)?;
             Ok((body, charge))
         };
@@ -381,5 +407,39 @@ mod tests {
             HeaderValue::from_static("Application/JSON; charset=utf-8"),
         );
         assert_eq!(media_type(&h), "application/json");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_declared_length_is_read_into_the_region_and_a_compressed_one_is_not() {
+        let budget = Budget::new(1 << 20, 0.9, 0.5);
+        let region = Arena::new(1 << 16).unwrap();
+        let read = |headers: HeaderMap, body: &'static [u8]| {
+            let mut headers = headers;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let body = axum::body::Body::from(body);
+            let (budget, region) = (budget.clone(), region.clone());
+            async move { collect_charged(body, &headers, 1 << 10, &budget, Some(&region)).await }
+        };
+        let (body, charge) = read(HeaderMap::new(), b"spans").await.unwrap();
+        assert_eq!(body, "spans");
+        assert!(region.holds(&body));
+        assert_eq!(charge.bytes(), REQUEST_OVERHEAD + 5);
+        let (body, _) = read(headers("gzip"), b"zipped").await.unwrap();
+        assert!(
+            !region.holds(&body),
+            "inflated right after: read to the heap"
+        );
+        let mut lying = HeaderMap::new();
+        lying.insert(header::CONTENT_LENGTH, HeaderValue::from(2));
+        let error = collect_charged(
+            axum::body::Body::from(&b"longer"[..]),
+            &lying,
+            1 << 10,
+            &budget,
+            Some(&region),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("Content-Length"), "{error}");
     }
 }

@@ -19,6 +19,7 @@ pub(crate) mod json;
 pub(crate) mod lightstep;
 pub(crate) mod otlp;
 pub(crate) mod refused;
+pub(crate) mod region;
 
 use std::sync::Arc;
 

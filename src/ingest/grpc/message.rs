@@ -7,7 +7,7 @@
 //! limit. The message is copied out of the HTTP/2 frames into its own buffer, so its span
 //! slices pin only it, never a connection's receive buffer.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -15,7 +15,7 @@ use tonic::Code;
 
 use crate::ingest::http::{BodyError, Compression, inflate};
 use crate::ingest::refused::Refused;
-use crate::pipeline::arena::Filling;
+use crate::ingest::region::BodyBuffer;
 use crate::pipeline::{Arena, Budget, BudgetFull, Charge, Part, REQUEST_OVERHEAD};
 
 /// The gRPC length prefix: a compressed flag and a big-endian length.
@@ -133,49 +133,21 @@ where
             return Err(full.into());
         }
     };
-    // Uncompressed messages are read straight into the ring's region when it has room (they
-    // stay there until their spans are delivered); gzip ones are inflated, so their compressed
-    // bytes only pass through the heap.
-    // With no room there now and the budget under pressure (batches are being flushed at
-    // once, so the head is moving), it waits like admission for the head to pass completed
-    // records; otherwise, or after that, it falls back to the heap.
-    let filling = match region.filter(|_| !compressed) {
-        Some(region) if budget.under_pressure() => {
-            region
-                .reserve_by(len, tokio::time::Instant::now() + REGION_WAIT)
-                .await
-        }
-        Some(region) => region.reserve(len),
-        None => None,
+    // Uncompressed messages are read straight into the ring's region when it has room
+    // (`ingest::region`); gzip ones are inflated, so their compressed bytes only pass through
+    // the heap.
+    let mut buf = match region.filter(|_| !compressed) {
+        Some(region) => BodyBuffer::reserve(len, Some(region), budget).await,
+        None => BodyBuffer::heap(len),
     };
-    let mut buf = match filling {
-        Some(filling) => Buffer::Region(filling),
-        None => Buffer::Heap(BytesMut::with_capacity(len)),
-    };
-    // A message still arriving after `REGION_HOLD` moves to the heap, so a slow client never
-    // holds the region's head.
-    let moved = tokio::time::sleep(REGION_HOLD);
-    let mut moved = std::pin::pin!(moved);
     loop {
-        let take = (len - buf.filled()).min(rest.len());
+        let take = buf.remaining().min(rest.len());
         buf.put(&rest[..take]);
         rest.advance(take);
         if rest.has_remaining() {
             return Err(MessageError::ExtraData);
         }
-        let next = if let Buffer::Region(_) = buf {
-            tokio::select! {
-                biased;
-                next = next_data(&mut body) => next?,
-                () = &mut moved => {
-                    buf.move_to_heap(len);
-                    next_data(&mut body).await?
-                }
-            }
-        } else {
-            next_data(&mut body).await?
-        };
-        match next {
+        match buf.next(next_data(&mut body)).await? {
             Some(data) => rest = data,
             None => break,
         }
@@ -200,54 +172,6 @@ where
         other => MessageError::Corrupt(other.to_string()),
     })?;
     Ok((inflated, charge))
-}
-
-/// How long a message waits, under pressure, for room in the ring's region before it is read
-/// to the heap instead (room comes back as the head passes delivered records; a request that
-/// waited longer would add its wait to the client's latency for little saved).
-const REGION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// How long a message may take to arrive in the ring's region before it is moved to the heap.
-const REGION_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Where a message is read to: the ring's region, or (no room, compressed, or slow) the heap.
-enum Buffer {
-    Region(Filling),
-    Heap(BytesMut),
-}
-
-impl Buffer {
-    fn filled(&self) -> usize {
-        match self {
-            Buffer::Region(filling) => filling.filled(),
-            Buffer::Heap(heap) => heap.len(),
-        }
-    }
-
-    fn put(&mut self, src: &[u8]) {
-        match self {
-            Buffer::Region(filling) => {
-                filling.put(src);
-            }
-            Buffer::Heap(heap) => heap.extend_from_slice(src),
-        }
-    }
-
-    /// Copies what arrived so far to a heap buffer of `len` bytes and gives the room back.
-    fn move_to_heap(&mut self, len: usize) {
-        if let Buffer::Region(filling) = self {
-            let mut heap = BytesMut::with_capacity(len);
-            heap.extend_from_slice(filling.written());
-            *self = Buffer::Heap(heap);
-        }
-    }
-
-    fn freeze(self) -> Bytes {
-        match self {
-            Buffer::Region(filling) => filling.freeze(),
-            Buffer::Heap(heap) => heap.freeze(),
-        }
-    }
 }
 
 /// Messages up to this size are read to their end (and dropped) when refused for room, so
@@ -422,9 +346,9 @@ mod tests {
             let region = region.clone();
             async move { read_message(body, &HeaderMap::new(), 100, &budget, Some(&region)).await }
         });
-        tokio::time::sleep(REGION_HOLD / 2).await;
+        tokio::time::sleep(crate::ingest::region::REGION_HOLD / 2).await;
         assert_eq!(region.used(), 14, "reading into the region");
-        tokio::time::sleep(REGION_HOLD).await;
+        tokio::time::sleep(crate::ingest::region::REGION_HOLD).await;
         assert_eq!(region.used(), 0, "moved out: the room is back");
         tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
             &wire[9..],
