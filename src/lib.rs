@@ -77,6 +77,10 @@ pub enum RunError {
     Store(#[from] std::io::Error),
 }
 
+/// How often an idle ring region is checked for; pages are given back after one to two of
+/// these periods without a report.
+const REGION_IDLE_CHECK: Duration = Duration::from_secs(15);
+
 /// Runs the satellite on already-bound `listeners` until `shutdown` resolves, then drains and
 /// reports what the drain delivered and dropped.
 pub async fn run(
@@ -157,6 +161,24 @@ pub async fn run(
             up.clone()
                 .watch_health(Duration::from_secs(1), drain.abort.clone()),
         );
+    }
+    if let Some(region) = ring.arena().cloned() {
+        // After a burst, an idle satellite gives the region's pages back (RSS falls again).
+        let stop = drain.abort.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REGION_IDLE_CHECK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {
+                        if region.release_if_idle() {
+                            tracing::debug!("ring region idle: its pages were given back");
+                        }
+                    }
+                }
+            }
+        });
     }
     let mut batchers = JoinSet::new();
     for shard in shards {

@@ -24,7 +24,8 @@
 //! ring empties), so the records stay in the low end of the region and about three times the
 //! bytes the load keeps in flight are touched, not the whole region; a load that fills the budget touches all of it
 //! and RSS settles at `--buffer-bytes` (plus the process's fixed constant), which is the bound
-//! by construction.
+//! by construction. An idle region gives its pages back ([`Arena::release_if_idle`]), so RSS
+//! falls again after a burst.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -78,6 +79,11 @@ struct State {
     slots: VecDeque<Slot>,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
+    /// Whether a record was reserved since the pages were last given back.
+    touched: bool,
+    /// Whether a record was reserved since the last [`Arena::release_if_idle`] (or was live
+    /// at it).
+    active: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +236,8 @@ impl Arena {
         let (seq, start) = {
             let mut state = lock(&self.inner.state);
             let start = state.place(len, self.capacity())?;
+            state.touched = true;
+            state.active = true;
             state.slots.push_back(Slot {
                 start,
                 end: start + len,
@@ -289,6 +297,37 @@ impl Arena {
             })
             .collect();
         Some((filling.freeze(), offsets))
+    }
+
+    /// Gives the region's pages back to the kernel when it holds no record and none was
+    /// reserved or live since the previous call (the satellite has been idle for that long), so RSS
+    /// falls back after a burst; true if it did. Called periodically (`lib.rs`).
+    pub fn release_if_idle(&self) -> bool {
+        let mut state = lock(&self.inner.state);
+        let idle = state.slots.is_empty() && !state.active;
+        // A record live now counts as activity in the coming period too.
+        state.active = !state.slots.is_empty();
+        if !idle || !state.touched {
+            return false;
+        }
+        // Whole pages inside the region only (the allocation need not start on a page).
+        let page = 4096;
+        let region = self.inner.memory.as_ptr_range();
+        let start = (region.start as usize).next_multiple_of(page);
+        let end = region.end as usize / page * page;
+        if end > start {
+            // SAFETY: no record or filling exists (no slot, and the lock keeps a reservation
+            // from starting), so nothing reads or writes the range; `MADV_DONTNEED` leaves it
+            // mapped, reading zeros when next touched, and it lies within the allocation.
+            let done = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            };
+            if done != 0 {
+                return false;
+            }
+        }
+        state.touched = false;
+        true
     }
 
     /// Whether `bytes` lie in the region (they are a slice of one of its records).
@@ -474,6 +513,36 @@ mod tests {
         drop(held);
         assert_eq!(waiter.await.unwrap(), Some(4), "room came back in time");
         assert_eq!(arena.inner.waiting.load(Ordering::Acquire), 0);
+    }
+
+    fn rss_kib() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn an_idle_region_gives_its_pages_back_and_is_usable_after() {
+        let arena = Arena::new(64 << 20).unwrap();
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        let (record, _) = arena.write(&vec![chunk; 64]).unwrap();
+        assert!(!arena.release_if_idle(), "a record is live");
+        drop(record);
+        assert!(
+            !arena.release_if_idle(),
+            "a record was reserved since the last call"
+        );
+        let before = rss_kib();
+        assert!(arena.release_if_idle(), "idle for a whole period");
+        let after = rss_kib();
+        // Other tests run in this process too: only a large drop is this region's.
+        assert!(
+            before.saturating_sub(after) > 32 << 10,
+            "RSS {before} KiB -> {after} KiB"
+        );
+        assert!(!arena.release_if_idle(), "nothing touched since");
+        let (again, _) = arena.write(&[Bytes::from_static(b"after")]).unwrap();
+        assert_eq!(&again[..], b"after");
     }
 
     #[test]
