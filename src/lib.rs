@@ -164,21 +164,7 @@ pub async fn run(
     }
     if let Some(region) = ring.arena().cloned() {
         // After a burst, an idle satellite gives the region's pages back (RSS falls again).
-        let stop = drain.abort.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REGION_IDLE_CHECK);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {
-                        if region.release_if_idle() {
-                            tracing::debug!("ring region idle: its pages were given back");
-                        }
-                    }
-                }
-            }
-        });
+        tokio::spawn(region.give_back_when_idle(REGION_IDLE_CHECK, drain.abort.clone()));
     }
     let mut batchers = JoinSet::new();
     for shard in shards {

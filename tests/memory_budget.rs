@@ -214,17 +214,6 @@ const TINY_REPORTS: usize = 12_000;
 /// slack and per-connection buffers (the reports themselves must be within the budget).
 const TINY_GROWTH_SLACK: u64 = 24 << 20;
 
-/// Resident set of `pid` now, in bytes (`VmRSS`).
-fn rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb << 10
-}
-
 /// Sends `count` copies of `body` to `Report` over `connections` h2c connections, 32 streams
 /// each; returns (accepted, refused UNAVAILABLE for the budget).
 async fn grpc_flood(
@@ -255,6 +244,11 @@ async fn grpc_flood(
             });
         }
     }
+    accepted_and_refused(tasks).await
+}
+
+/// Sums the (accepted, refused) counts of the flood's senders.
+async fn accepted_and_refused(mut tasks: tokio::task::JoinSet<(usize, usize)>) -> (usize, usize) {
     let mut totals = (0, 0);
     while let Some(done) = tasks.join_next().await {
         let (a, r) = done.unwrap();
@@ -302,12 +296,7 @@ async fn http1_flood(
             (accepted, refused)
         });
     }
-    let mut totals = (0, 0);
-    while let Some(done) = tasks.join_next().await {
-        let (a, r) = done.unwrap();
-        totals = (totals.0 + a, totals.1 + r);
-    }
-    totals
+    accepted_and_refused(tasks).await
 }
 
 /// Per-report overhead is charged ([`cubesat::pipeline::REPORT_OVERHEAD`]) and a report pins only

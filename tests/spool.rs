@@ -308,17 +308,6 @@ async fn damaged_spool_files_are_skipped_with_a_log_line_and_a_metric() {
     second.wait_ready(200, Duration::from_secs(10)).await;
 }
 
-/// Peak resident set of `pid` in bytes (`VmHWM`).
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb << 10
-}
-
 /// A Lightstep report of `spans` spans, each carrying `pad` bytes in a tag.
 fn padded_report(trace: u64, first: u64, spans: u64, pad: usize) -> Bytes {
     let tag = cubesat::proto::collector::KeyValue {

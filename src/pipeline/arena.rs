@@ -31,9 +31,11 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// The preallocated region and its allocation state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -328,6 +330,22 @@ impl Arena {
         }
         state.touched = false;
         true
+    }
+
+    /// Calls [`Arena::release_if_idle`] every `every` until `stop`.
+    pub async fn give_back_when_idle(self, every: Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {
+                    if self.release_if_idle() {
+                        tracing::debug!("ring region idle: its pages were given back");
+                    }
+                }
+            }
+        }
     }
 
     /// Whether `bytes` lie in the region (they are a slice of one of its records).

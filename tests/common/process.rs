@@ -264,15 +264,27 @@ pub fn dev_certs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// Peak resident set of process `pid` in bytes (`VmHWM` in /proc/PID/status), printed.
-#[allow(dead_code)]
-pub fn peak_rss(pid: i32) -> u64 {
+/// A memory field of process `pid` (`VmHWM`, `VmRSS`) from /proc/PID/status, in bytes.
+fn status_bytes(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    eprintln!("peak RSS of cubesat: {} MiB", kb >> 10);
+        .expect(field);
     kb << 10
+}
+
+/// Peak resident set of process `pid` in bytes (`VmHWM` in /proc/PID/status), printed.
+#[allow(dead_code)]
+pub fn peak_rss(pid: i32) -> u64 {
+    let bytes = status_bytes(pid, "VmHWM");
+    eprintln!("peak RSS of cubesat: {} MiB", bytes >> 20);
+    bytes
+}
+
+/// Resident set of process `pid` now, in bytes (`VmRSS`).
+#[allow(dead_code)]
+pub fn rss(pid: i32) -> u64 {
+    status_bytes(pid, "VmRSS")
 }

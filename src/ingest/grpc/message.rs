@@ -136,9 +136,10 @@ where
     // Uncompressed messages are read straight into the ring's region when it has room
     // (`ingest::region`); gzip ones are inflated, so their compressed bytes only pass through
     // the heap.
-    let mut buf = match region.filter(|_| !compressed) {
-        Some(region) => BodyBuffer::reserve(len, Some(region), budget).await,
-        None => BodyBuffer::heap(len),
+    let mut buf = if compressed {
+        BodyBuffer::heap(len)
+    } else {
+        BodyBuffer::reserve(len, region, budget).await
     };
     loop {
         let take = buf.remaining().min(rest.len());
